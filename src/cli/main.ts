@@ -1,0 +1,50 @@
+/**
+ * The command line: flags become options for the library; errors become one clear line per
+ * problem and an exit status (0 ok, 1 runtime failure, 2 invalid input or pending changes).
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { exitStatusFor, formatProblem, SyncctlError } from '../errors.ts';
+import { redactConnectionStrings } from '../observe/redact.ts';
+import { applyCommand } from './apply-command.ts';
+import { planCommand } from './plan-command.ts';
+
+export async function main(args: string[]): Promise<number> {
+  const cli = yargs(args)
+    .scriptName('syncctl')
+    .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
+    .strict()
+    .demandCommand(1, 'name a command: plan, apply or destroy')
+    .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
+    .help()
+    .version(false)
+    .fail((message, error) => {
+      throw error ?? new UsageError(message);
+    });
+  planCommand(cli);
+  applyCommand(cli);
+  try {
+    await cli.parseAsync();
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`${error.message}\n\nRun syncctl --help for the commands.\n`);
+      return 2;
+    }
+    process.stderr.write(describeError(error));
+    return exitStatusFor(error);
+  }
+}
+
+class UsageError extends Error {}
+
+export function describeError(error: unknown): string {
+  if (error instanceof SyncctlError) {
+    const lines = [`error: ${error.message}`, ...error.problems.map((p) => `  ${formatProblem(p)}`)];
+    return redactConnectionStrings(`${lines.join('\n')}\n`);
+  }
+  const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+  return redactConnectionStrings(`internal error (a bug in syncctl; please report it): ${text}\n`);
+}
+
+process.exitCode = await main(hideBin(process.argv));

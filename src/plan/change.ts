@@ -1,0 +1,37 @@
+/**
+ * The plan is data: a list of changes, each with a stable id, the side it runs on and the SQL it
+ * runs. `plan` prints them, `apply` runs exactly them.
+ */
+import type { Side } from '../db/connect.ts';
+
+export interface Statement {
+  readonly sql: string;
+  /** Values for $1, $2 … in `sql`. */
+  readonly params?: readonly (string | null)[];
+  /** What to show instead of `sql` when it carries a secret (a subscription's connection string). */
+  readonly display?: string;
+}
+
+export type ChangeAction = 'create' | 'update' | 'delete';
+
+export interface Change {
+  /** Stable across runs, e.g. `publication-table:laas_to_orgs:public.users`. */
+  readonly id: string;
+  readonly sync: string;
+  readonly action: ChangeAction;
+  readonly side: Side;
+  /** What the change is about, e.g. `publication syncctl_laas_to_orgs`. */
+  readonly subject: string;
+  /** Why syncctl makes it, where that is not obvious (replica identity, filters). */
+  readonly reason?: string;
+  readonly statements: readonly Statement[];
+  /** Loses something (a slot's position, a table's membership): needs --allow-destroy or a yes. */
+  readonly destructive: boolean;
+  /**
+   * Runs inside one transaction. CREATE/DROP SUBSCRIPTION and REFRESH PUBLICATION cannot, so
+   * those changes run statement by statement.
+   */
+  readonly transactional: boolean;
+  /** `migrate`: the statements are syncctl's migrations, run through postgres-migrations. */
+  readonly runner?: 'migrate';
+}

@@ -1,0 +1,185 @@
+/**
+ * plan for one sync: observe both catalogs, check the spec against them, decide how each source
+ * table is published, and diff. Reads only; every check that fails is reported at once.
+ */
+import { analyzeMapping } from '../catalog/analyze-mapping.ts';
+import { tableKey, type TableFacts } from '../catalog/facts.ts';
+import { observeSource, type SourceCatalog } from '../catalog/observe-source.ts';
+import { observeTarget, type TargetCatalog } from '../catalog/observe-target.ts';
+import { probeRowFilter } from '../catalog/probe-row-filter.ts';
+import type { Connection } from '../db/connect.ts';
+import { SyncctlError, type Problem } from '../errors.ts';
+import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
+import { formatQualifiedName, parseQualifiedName, type QualifiedName } from '../sql/quote.ts';
+import type { Change } from './change.ts';
+import { decideSourceTable, type SourceTableDecision } from './decide-source-table.ts';
+import { destroySync, diffSync, type SyncState } from './diff-sync.ts';
+import { listMigrations } from './migrations.ts';
+import { preflight } from './preflight.ts';
+import { nativePublicationName, publicationName, slotName, subscriptionName } from './render-ddl.ts';
+
+export interface SyncPlan {
+  readonly sync: LoadedSync;
+  readonly changes: readonly Change[];
+  /** Facts worth telling although nothing changes (filters evaluated by the worker). */
+  readonly notes: readonly string[];
+  readonly warnings: readonly string[];
+}
+
+export interface Connections {
+  readonly source: Connection;
+  readonly target: Connection;
+}
+
+export async function observeSync(sync: LoadedSync, target: Connection, source: Connection | undefined) {
+  const targetCatalog = await observeTarget(target, {
+    tables: sync.tables.map((t) => t.target),
+    subscriptions: [subscriptionName(sync.name)],
+    syncs: [sync.name],
+  });
+  const registeredSources = targetCatalog.registeredTables
+    .map((r) => parseQualifiedName(r.sourceTable))
+    .filter((n): n is QualifiedName => n !== undefined);
+  const sourceCatalog = source
+    ? await observeSource(source, {
+      tables: uniqueNames([...sync.tables.map((t) => t.source), ...registeredSources]),
+      publications: [publicationName(sync.name), nativePublicationName(sync.name)],
+      slots: [slotName(sync.name)],
+    })
+    : undefined;
+  return { targetCatalog, sourceCatalog };
+}
+
+export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncPlan> {
+  const { targetCatalog, sourceCatalog } = await observeSync(sync, db.target, db.source);
+  const source = sourceCatalog!;
+  const hasMapped = sync.tables.some((t) => t.mode === 'mapped');
+  const hasNative = sync.tables.some((t) => t.mode === 'native');
+  const slotsToCreate = (hasMapped && !source.slots.has(slotName(sync.name)) ? 1 : 0) +
+    (hasNative && !targetCatalog.subscriptions.has(subscriptionName(sync.name)) ? 1 : 0);
+  const preflightProblems = preflight(sync, source, targetCatalog, { slotsToCreate });
+  if (preflightProblems.length > 0) {
+    throw new SyncctlError('PREFLIGHT_FAILED', `${sync.name}: the servers cannot host this sync as they are`, { problems: preflightProblems });
+  }
+
+  const problems: Problem[] = [];
+  const decisions = new Map<string, SourceTableDecision>();
+  const rowFilters = new Map<string, string>();
+  const keys = new Map<string, readonly string[]>();
+  const notes: string[] = [];
+  for (const table of sync.tables) {
+    const sourceFacts = source.tables.get(tableKey(table.source))!;
+    const targetFacts = targetCatalog.tables.get(tableKey(table.target))!;
+    const at = (path: string, message: string) => problems.push({ file: sync.file, path: `tables.${table.name}.${path}`, message });
+    const checked = table.mode === 'mapped'
+      ? await checkMappedTable(db.target, sync, table, sourceFacts, targetFacts, at)
+      : checkNativeTable(table, sourceFacts, targetFacts, at);
+    if (!checked) continue;
+    keys.set(table.name, checked.key);
+
+    const probe = table.where !== undefined ? await probeRowFilter(db.source, table.source, table.where) : undefined;
+    if (probe?.ok) rowFilters.set(table.name, probe.normalized);
+    const decision = decideSourceTable(sourceFacts, {
+      mode: table.mode,
+      keyColumnsRead: checked.keyColumnsRead,
+      columnsRead: checked.columnsRead,
+      whereColumnsRead: table.mode === 'native' && probe?.ok ? probe.columnsRead : checked.whereColumnsRead,
+      hasWhere: table.where !== undefined,
+      whereValidAsRowFilter: probe?.ok ?? false,
+      ...(probe && !probe.ok ? { whereRowFilterError: probe.error } : {}),
+      replicaIdentity: table.replicaIdentity,
+    });
+    if (decision.error) {
+      at('where', decision.error);
+      continue;
+    }
+    if (decision.filterReason) notes.push(`${sync.name}.${table.name}: ${decision.filterReason}`);
+    decisions.set(table.name, decision);
+  }
+  if (problems.length > 0) {
+    throw new SyncctlError('CATALOG_MISMATCH', `${sync.name}: the spec does not fit the live databases`, { problems });
+  }
+  const state: SyncState = { sync, source, target: targetCatalog, decisions, rowFilters, keys, migrations: listMigrations() };
+  return { sync, changes: diffSync(state), notes, warnings: [] };
+}
+
+/** The plan that removes what syncctl created for a sync. The source may be unreachable. */
+export async function planDestroy(sync: LoadedSync, target: Connection, source: Connection | undefined): Promise<SyncPlan> {
+  const { targetCatalog, sourceCatalog } = await observeSync(sync, target, source);
+  const warnings = source ? [] : [
+    `the source database could not be reached: replication slot ${slotName(sync.name)} and publications ` +
+    `${publicationName(sync.name)}, ${nativePublicationName(sync.name)} may be left behind there. An abandoned slot retains WAL ` +
+    `until the source's disk fills: drop it when the source is back with SELECT pg_drop_replication_slot('${slotName(sync.name)}')`,
+  ];
+  const changes = destroySync({
+    sync, source: sourceCatalog, target: targetCatalog, decisions: new Map(), rowFilters: new Map(), keys: new Map(),
+    migrations: listMigrations(),
+  });
+  return { sync, changes, notes: [], warnings };
+}
+
+interface CheckedTable {
+  readonly key: readonly string[];
+  readonly keyColumnsRead: readonly string[];
+  readonly columnsRead: readonly string[];
+  readonly whereColumnsRead: readonly string[];
+}
+
+async function checkMappedTable(
+  target: Connection, sync: LoadedSync, table: LoadedTable, sourceFacts: TableFacts, targetFacts: TableFacts,
+  at: (path: string, message: string) => void,
+): Promise<CheckedTable | undefined> {
+  const keyProblem = keyIndexProblem(table.key, targetFacts);
+  if (keyProblem) at('key', keyProblem);
+  const analysis = await analyzeMapping(target, sync, table, sourceFacts, targetFacts);
+  for (const p of analysis.problems) at(p.path!.slice(`tables.${table.name}.`.length), p.message);
+  if (keyProblem || analysis.problems.length > 0) return undefined;
+  return {
+    key: table.key,
+    keyColumnsRead: analysis.keyColumnsRead,
+    columnsRead: [...new Set([...analysis.columnsRead.values()].flat())],
+    whereColumnsRead: analysis.whereColumnsRead,
+  };
+}
+
+function checkNativeTable(
+  table: LoadedTable, sourceFacts: TableFacts, targetFacts: TableFacts, at: (path: string, message: string) => void,
+): CheckedTable | undefined {
+  let ok = true;
+  if (tableKey(table.source) !== tableKey(table.target)) {
+    at('to', `a native table keeps its name on both sides (native subscriptions match tables by name): expected ${formatQualifiedName(table.source)}, got ${formatQualifiedName(table.target)}`);
+    ok = false;
+  }
+  const targetColumns = new Set(targetFacts.columns.map((c) => c.name));
+  const missing = sourceFacts.columns.filter((c) => !c.generated && !targetColumns.has(c.name)).map((c) => c.name);
+  if (missing.length > 0) {
+    at('to', `a native mirror needs every source column on the target; ${formatQualifiedName(table.target)} lacks ${missing.join(', ')}`);
+    ok = false;
+  }
+  const key = table.key.length > 0 ? table.key : targetFacts.primaryKey;
+  if (key.length === 0) {
+    at('key', `${formatQualifiedName(table.target)} has no primary key; give key: [...] backed by a unique index`);
+    ok = false;
+  } else if (table.key.length > 0) {
+    const problem = keyIndexProblem(table.key, targetFacts);
+    if (problem) { at('key', problem); ok = false; }
+  }
+  if (!ok) return undefined;
+  // Native tables publish every column; the columns their filter reads come from the source probe.
+  return { key, keyColumnsRead: [], columnsRead: [], whereColumnsRead: [] };
+}
+
+function keyIndexProblem(key: readonly string[], facts: TableFacts): string | undefined {
+  const wanted = new Set(key);
+  const backed = facts.uniqueIndexes.some((i) => i.columns.length === wanted.size && i.columns.every((c) => wanted.has(c)));
+  if (backed) return undefined;
+  return `no primary key or unique index on ${formatQualifiedName(facts.name)} covers exactly (${key.join(', ')}); ` +
+    `the key must identify one target row: CREATE UNIQUE INDEX ON ${formatQualifiedName(facts.name)} (${key.join(', ')})`;
+}
+
+function uniqueNames(names: readonly QualifiedName[]): QualifiedName[] {
+  const seen = new Map(names.map((n) => [tableKey(n), n]));
+  return [...seen.values()];
+}
+
+export type { SourceCatalog, TargetCatalog };
