@@ -47,14 +47,15 @@ export function parseQualifiedName(text: string): QualifiedName | undefined {
         part += text[i];
         i++;
       }
+      if (part.length === 0) return undefined;
       parts.push(part);
     } else {
       let end = text.indexOf('.', i);
       if (end === -1) end = text.length;
       const part = text.slice(i, end);
       if (part.length === 0 || part.includes('"')) return undefined;
-      // Unquoted names fold to lower case, as Postgres folds them.
-      parts.push(part.toLowerCase());
+      // Unquoted names fold to lower case as Postgres folds them: ASCII letters only.
+      parts.push(part.replace(/[A-Z]/g, (c) => c.toLowerCase()));
       i = end;
     }
     if (i === text.length) break;
