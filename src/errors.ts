@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'CATALOG_MISMATCH'    // a spec does not fit the live databases (exit 2)
   | 'PREFLIGHT_FAILED'    // a server cannot host the sync as configured (exit 2)
   | 'DESTROY_REFUSED'     // destructive changes without --allow-destroy (exit 2)
+  | 'PLAN_PENDING'        // the databases do not match the spec: run apply (exit 2)
   | 'CONNECTION_FAILED'   // a database could not be reached (exit 1)
   | 'APPLY_FAILED'        // a change failed while applying (exit 1)
   | 'INTERNAL';           // a bug (exit 1)
@@ -45,6 +46,7 @@ export function exitStatusFor(error: unknown): 1 | 2 {
     case 'CATALOG_MISMATCH':
     case 'PREFLIGHT_FAILED':
     case 'DESTROY_REFUSED':
+    case 'PLAN_PENDING':
       return 2;
     default:
       return 1;

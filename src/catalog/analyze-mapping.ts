@@ -39,6 +39,9 @@ export async function analyzeMapping(
   const whereColumnsRead: string[] = [];
   const stagingTypes = await stagingTypesFor(target, source.columns);
 
+  // Postgres's hints name the staging table ("Perhaps you meant to reference the column
+  // "syncctl_source_row.name""): name the source table instead.
+  const asSource = (message: string) => message.replaceAll('syncctl_source_row', source.name.name);
   const targetColumns = new Map(targetTable.columns.map((c) => [c.name, c]));
   for (const mapping of table.columns) {
     const column = targetColumns.get(mapping.target);
@@ -62,12 +65,12 @@ export async function analyzeMapping(
       const read = await probeExpression(target, staging, mapping.expression, {
         assignTo: `${quoteQualified(table.target)} (${quoteIdent(mapping.target)})`,
       });
-      if (read.error !== undefined) at(`columns.${mapping.target}`, read.error);
+      if (read.error !== undefined) at(`columns.${mapping.target}`, asSource(read.error));
       else columnsRead.set(mapping.target, read.columns);
     }
     if (table.where !== undefined) {
       const read = await probeExpression(target, staging, table.where, { boolean: true });
-      if (read.error !== undefined) at('where', read.error);
+      if (read.error !== undefined) at('where', asSource(read.error));
       else whereColumnsRead.push(...read.columns);
     }
   } finally {

@@ -50,6 +50,8 @@ async function run(mode: 'apply' | 'destroy', argv: { specs?: string; 'allow-des
     },
   };
   const plans = mode === 'apply' ? await applyAll(syncs, options) : await destroyAll(syncs, options);
+  // Warnings (a slot left on an unreachable source) also go to stderr, where they are seen.
+  for (const warning of plans.flatMap((p) => p.warnings)) process.stderr.write(`warning: ${warning}\n`);
   if (argv.json) {
     printJson({ ...(renderPlanJson(plans) as object), applied: applied.map((c) => c.id) });
   } else {

@@ -8,13 +8,14 @@ import { exitStatusFor, formatProblem, SyncctlError } from '../errors.ts';
 import { redactConnectionStrings } from '../observe/redact.ts';
 import { applyCommand } from './apply-command.ts';
 import { planCommand } from './plan-command.ts';
+import { runCommand } from './run-command.ts';
 
 export async function main(args: string[]): Promise<number> {
   const cli = yargs(args)
     .scriptName('syncctl')
     .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
     .strict()
-    .demandCommand(1, 'name a command: plan, apply or destroy')
+    .demandCommand(1, 'name a command: plan, apply, destroy or run')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
     .help()
     .version(false)
@@ -23,6 +24,7 @@ export async function main(args: string[]): Promise<number> {
     });
   planCommand(cli);
   applyCommand(cli);
+  runCommand(cli);
   try {
     await cli.parseAsync();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -10,12 +10,22 @@ import type { Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
 import type { Change } from './change.ts';
 import { MIGRATIONS_DIR } from './migrations.ts';
-import type { Connections } from './plan-sync.ts';
+import type { Connections, SyncPlan } from './plan-sync.ts';
+import { initialCopy, type CopyProgress } from '../snapshot/initial-copy.ts';
 
-export async function applyChange(change: Change, db: Connections, onDone?: (change: Change) => void): Promise<void> {
+export interface ApplyHooks {
+  readonly onChange?: (change: Change) => void;
+  readonly onCopyProgress?: (progress: CopyProgress) => void;
+}
+
+export async function applyChange(change: Change, db: Connections, plan: SyncPlan, hooks: ApplyHooks = {}): Promise<void> {
   const conn = change.side === 'source' ? db.source : db.target;
   try {
     if (change.runner === 'migrate') await migrateSchema(conn);
+    else if (change.runner === 'initial-copy' || change.runner === 'table-copy') {
+      const tables = (change.copyTables ?? []).map((name) => plan.tables.get(name)!);
+      await initialCopy({ sync: plan.sync, tables, createSlot: change.runner === 'initial-copy', ...(hooks.onCopyProgress ? { onProgress: hooks.onCopyProgress } : {}) });
+    }
     else if (change.transactional) await inTransaction(conn, change);
     else for (const statement of change.statements) await conn.query(statement.sql, statement.params);
   } catch (error) {
@@ -24,7 +34,7 @@ export async function applyChange(change: Change, db: Connections, onDone?: (cha
       details: { change: change.id },
     });
   }
-  onDone?.(change);
+  hooks.onChange?.(change);
 }
 
 async function inTransaction(conn: Connection, change: Change): Promise<void> {

@@ -32,6 +32,12 @@ export interface Change {
    * those changes run statement by statement.
    */
   readonly transactional: boolean;
-  /** `migrate`: the statements are syncctl's migrations, run through postgres-migrations. */
-  readonly runner?: 'migrate';
+  /**
+   * `migrate`: the statements are syncctl's migrations, run through postgres-migrations.
+   * `initial-copy`: create the slot with an exported snapshot and copy `copyTables` under it.
+   * `table-copy`: copy `copyTables` under a temporary slot's snapshot (tables added to a sync, resumed copies).
+   */
+  readonly runner?: 'migrate' | 'initial-copy' | 'table-copy';
+  /** Spec table names the copy runners copy. */
+  readonly copyTables?: readonly string[];
 }

@@ -14,7 +14,7 @@ import type { Migration } from './migrations.ts';
 import {
   nativePublicationName, publicationName, renderAddPublicationTable, renderAlterPublicationOptions, renderCreatePublication,
   renderCreateSlot, renderCreateSubscription, renderDropPublication, renderDropPublicationTable, renderDropSlot,
-  renderDropSubscription, renderDropTrigger, renderEnableSubscription, renderEnableTrigger, renderRefreshSubscription,
+  renderDetachAndDropSubscription, renderDropSubscription, renderDropTrigger, renderEnableSubscription, renderEnableTrigger, renderRefreshSubscription,
   renderReplicaIdentity, renderTrackingTrigger, slotName, subscriptionName, type PublishedTable, type ReplicaIdentitySetting,
 } from './render-ddl.ts';
 
@@ -42,8 +42,10 @@ export function diffSync(state: SyncState): Change[] {
     ...diffPublication(state, publicationName(sync.name), mapped),
     ...diffPublication(state, nativePublicationName(sync.name), native),
     ...diffSlot(state, mapped.length > 0),
+    ...diffCopies(state, mapped),
     ...diffTriggers(state, mapped),
     ...diffSubscription(state, native),
+    ...diffRemovedTables(state),
   ];
 }
 
@@ -53,16 +55,21 @@ export function destroySync(state: Omit<SyncState, 'source'> & { source: SourceC
   const changes: Change[] = [];
   const sub = subscriptionName(sync.name);
   if (target.subscriptions.has(sub)) {
-    changes.push(change(sync, 'delete', 'target', `subscription:${sub}`, `subscription ${sub}`, [renderDropSubscription(sub)], { destructive: true, transactional: false }));
+    // Without the source, DROP SUBSCRIPTION cannot drop its slot there (and fails): detach it.
+    changes.push(change(sync, 'delete', 'target', `subscription:${sub}`, `subscription ${sub}${source ? '' : ' (its slot stays on the unreachable source)'}`,
+      source ? [renderDropSubscription(sub)] : renderDetachAndDropSubscription(sub), { destructive: true, transactional: false }));
   }
   for (const trigger of target.triggers.values()) {
     if (trigger.args[0] !== sync.name) continue;
     changes.push(change(sync, 'delete', 'target', `trigger:${tableKey(trigger.table)}`, `change tracking on ${formatQualifiedName(trigger.table)}`, [renderDropTrigger(trigger.table)]));
   }
   if (source) {
-    const slot = slotName(sync.name);
-    if (source.slots.has(slot)) {
-      changes.push(change(sync, 'delete', 'source', `slot:${slot}`, `replication slot ${slot}`, [renderDropSlot(slot)], { destructive: true }));
+    // The subscription's own slot is left behind when its subscription was dropped while the source was down.
+    const slots = [slotName(sync.name), ...(target.subscriptions.has(sub) ? [] : [sub])];
+    for (const slot of slots) {
+      if (source.slots.has(slot)) {
+        changes.push(change(sync, 'delete', 'source', `slot:${slot}`, `replication slot ${slot}`, [renderDropSlot(slot)], { destructive: true }));
+      }
     }
     for (const pub of [publicationName(sync.name), nativePublicationName(sync.name)]) {
       if (source.publications.has(pub)) {
@@ -81,7 +88,9 @@ export function destroySync(state: Omit<SyncState, 'source'> & { source: SourceC
       }
     }
   }
-  if (target.syncs.has(sync.name)) {
+  // Without the source the registration stays: it remembers the replica identity to put back,
+  // which a destroy run once the source is reachable again does.
+  if (source && target.syncs.has(sync.name)) {
     changes.push(change(sync, 'delete', 'target', `sync:${sync.name}`, `sync ${sync.name} in syncctl.syncs (its tables, checkpoint and copy progress)`,
       [{ sql: 'DELETE FROM syncctl.syncs WHERE name = $1', params: [sync.name] }], { destructive: true }));
   }
@@ -126,10 +135,32 @@ ON CONFLICT (sync_name, table_name) DO UPDATE SET source_table = excluded.source
         params: [sync.name, table.name, wanted.source, wanted.target, table.mode, identityBefore],
       }]));
   }
-  for (const [name, r] of registered) {
-    if (sync.tables.some((t) => t.name === name)) continue;
-    changes.push(change(sync, 'delete', 'target', `sync-table:${sync.name}:${name}`, `table ${name} in syncctl.sync_tables (${r.sourceTable} -> ${r.targetTable})`,
-      [{ sql: 'DELETE FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2', params: [sync.name, name] }],
+  return changes;
+}
+
+/**
+ * Tables registered but no longer in the spec: the replica identity syncctl changed is put back
+ * (after the table left the publication, so no row filter needs it any more), then the
+ * registration, which remembers the old identity, is deleted.
+ */
+function diffRemovedTables(state: SyncState): Change[] {
+  const { sync } = state;
+  const changes: Change[] = [];
+  const removed = state.target.registeredTables.filter((r) => r.syncName === sync.name && !sync.tables.some((t) => t.name === r.tableName));
+  const specSources = new Set(sync.tables.map((t) => tableKey(t.source)));
+  for (const r of removed) {
+    const name = parseQualifiedName(r.sourceTable);
+    const facts = name ? state.source.tables.get(tableKey(name)) : undefined;
+    if (r.replicaIdentityBefore === null || !facts || specSources.has(tableKey(facts.name))) continue;
+    const before = parseIdentity(r.replicaIdentityBefore);
+    if (identityEquals(facts, before)) continue;
+    changes.push(change(sync, 'update', 'source', `replica-identity:${tableKey(facts.name)}`,
+      `replica identity of ${formatQualifiedName(facts.name)}: ${encodeIdentity(facts)} -> ${r.replicaIdentityBefore}`, [renderReplicaIdentity(facts.name, before)],
+      { reason: `table ${r.tableName} was removed from the spec: put back as it was before syncctl changed it` }));
+  }
+  for (const r of removed) {
+    changes.push(change(sync, 'delete', 'target', `sync-table:${sync.name}:${r.tableName}`, `table ${r.tableName} in syncctl.sync_tables (${r.sourceTable} -> ${r.targetTable})`,
+      [{ sql: 'DELETE FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2', params: [sync.name, r.tableName] }],
       { destructive: true, reason: 'the table was removed from the spec; its target rows stay' }));
   }
   return changes;
@@ -195,15 +226,42 @@ function diffSlot(state: SyncState, wanted: boolean): Change[] {
   if (!wanted) {
     return slot ? [change(sync, 'delete', 'source', `slot:${name}`, `replication slot ${name}`, [renderDropSlot(name)], { destructive: true })] : [];
   }
-  if (!slot) return [change(sync, 'create', 'source', `slot:${name}`, `replication slot ${name} (pgoutput)`, [renderCreateSlot(name)])];
+  if (!slot) return [initialCopy(state, name, 'create')];
   const wrong = slot.slotType !== 'logical' ? `it is a ${slot.slotType} slot`
     : slot.plugin !== 'pgoutput' ? `it uses plugin ${slot.plugin}`
     : slot.database !== state.source.server.database ? `it belongs to database ${slot.database}`
     : slot.walStatus === 'lost' ? 'the WAL it needs was removed (wal_status lost)'
     : undefined;
   if (!wrong) return [];
-  return [change(sync, 'update', 'source', `slot:${name}`, `replication slot ${name} (pgoutput)`, [renderDropSlot(name), renderCreateSlot(name)],
-    { destructive: true, reason: `${wrong}; recreating it loses its position: the tables must be copied again` })];
+  return [
+    change(sync, 'delete', 'source', `slot:${name}`, `replication slot ${name}`, [renderDropSlot(name)],
+      { destructive: true, reason: `${wrong}; recreating it loses its position: the tables are copied again` }),
+    initialCopy(state, name, 'update'),
+  ];
+}
+
+/** Creates the slot with an exported snapshot and copies every mapped table under it. */
+function initialCopy(state: SyncState, slot: string, action: 'create' | 'update'): Change {
+  const tables = state.sync.tables.filter((t) => t.mode === 'mapped');
+  return change(state.sync, action, 'source', `slot:${slot}`, `replication slot ${slot} (pgoutput) and the initial copy of ${tables.length} table(s)`,
+    [renderCreateSlot(slot), ...tables.map((t) => ({ sql: `-- copy ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)} under the slot's snapshot` }))],
+    { runner: 'initial-copy', copyTables: tables.map((t) => t.name) });
+}
+
+/** With the slot in place: tables not copied yet (added to the sync, or a copy cut short) are copied under their own snapshot. */
+function diffCopies(state: SyncState, tables: readonly LoadedTable[]): Change[] {
+  const { sync } = state;
+  const slot = state.source.slots.get(slotName(sync.name));
+  if (!slot || diffSlot(state, true).length > 0) return [];
+  const registered = new Map(state.target.registeredTables.filter((r) => r.syncName === sync.name).map((r) => [r.tableName, r]));
+  return tables
+    .filter((t) => registered.get(t.name)?.state !== 'streaming')
+    .map((t) => {
+      const state_ = registered.get(t.name)?.state;
+      return change(sync, 'create', 'target', `copy:${sync.name}:${t.name}`, `initial copy of ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)}`,
+        [{ sql: `-- copy ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)} under a temporary slot's snapshot` }],
+        { runner: 'table-copy', copyTables: [t.name], ...(state_ === 'copying' ? { reason: 'an earlier copy was cut short: it resumes at the first unfinished chunk' } : {}) });
+    });
 }
 
 function diffTriggers(state: SyncState, tables: readonly LoadedTable[]): Change[] {
@@ -252,7 +310,7 @@ function diffSubscription(state: SyncState, tables: readonly LoadedTable[]): Cha
 
 function change(
   sync: LoadedSync, action: Change['action'], side: Change['side'], id: string, subject: string, statements: readonly Statement[],
-  options: { destructive?: boolean; transactional?: boolean; reason?: string; runner?: 'migrate' } = {},
+  options: { destructive?: boolean; transactional?: boolean; reason?: string; runner?: Change['runner']; copyTables?: readonly string[] } = {},
 ): Change {
   return {
     id, sync: sync.name, action, side, subject, statements,
@@ -260,6 +318,7 @@ function change(
     transactional: options.transactional ?? true,
     ...(options.reason ? { reason: options.reason } : {}),
     ...(options.runner ? { runner: options.runner } : {}),
+    ...(options.copyTables ? { copyTables: options.copyTables } : {}),
   };
 }
 

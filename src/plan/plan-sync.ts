@@ -2,7 +2,7 @@
  * plan for one sync: observe both catalogs, check the spec against them, decide how each source
  * table is published, and diff. Reads only; every check that fails is reported at once.
  */
-import { analyzeMapping } from '../catalog/analyze-mapping.ts';
+import { analyzeMapping, type MappingAnalysis } from '../catalog/analyze-mapping.ts';
 import { tableKey, type TableFacts } from '../catalog/facts.ts';
 import { observeSource, type SourceCatalog } from '../catalog/observe-source.ts';
 import { observeTarget, type TargetCatalog } from '../catalog/observe-target.ts';
@@ -24,6 +24,21 @@ export interface SyncPlan {
   /** Facts worth telling although nothing changes (filters evaluated by the worker). */
   readonly notes: readonly string[];
   readonly warnings: readonly string[];
+  /** Per spec table name: what the stream and the initial copy need to know (empty for destroy). */
+  readonly tables: ReadonlyMap<string, ResolvedTable>;
+}
+
+/** A table as checked against the live catalogs: how it is published and how it maps. */
+export interface ResolvedTable {
+  readonly table: LoadedTable;
+  readonly key: readonly string[];
+  readonly decision: SourceTableDecision;
+  /** Target column -> the source columns its expression reads (mapped tables). */
+  readonly columnsRead: ReadonlyMap<string, readonly string[]>;
+  /** Source column -> the type it is staged as in the target. */
+  readonly stagingTypes: ReadonlyMap<string, string>;
+  readonly sourceFacts: TableFacts;
+  readonly targetFacts: TableFacts;
 }
 
 export interface Connections {
@@ -44,7 +59,8 @@ export async function observeSync(sync: LoadedSync, target: Connection, source: 
     ? await observeSource(source, {
       tables: uniqueNames([...sync.tables.map((t) => t.source), ...registeredSources]),
       publications: [publicationName(sync.name), nativePublicationName(sync.name)],
-      slots: [slotName(sync.name)],
+      // The subscription's slot too: destroy drops it when it outlived its subscription.
+      slots: [slotName(sync.name), subscriptionName(sync.name)],
     })
     : undefined;
   return { targetCatalog, sourceCatalog };
@@ -67,6 +83,7 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
   const rowFilters = new Map<string, string>();
   const keys = new Map<string, readonly string[]>();
   const notes: string[] = [];
+  const resolved = new Map<string, ResolvedTable>();
   for (const table of sync.tables) {
     const sourceFacts = source.tables.get(tableKey(table.source))!;
     const targetFacts = targetCatalog.tables.get(tableKey(table.target))!;
@@ -95,27 +112,33 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
     }
     if (decision.filterReason) notes.push(`${sync.name}.${table.name}: ${decision.filterReason}`);
     decisions.set(table.name, decision);
+    resolved.set(table.name, {
+      table, key: checked.key, decision, columnsRead: checked.mapping?.columnsRead ?? new Map(),
+      stagingTypes: checked.mapping?.stagingTypes ?? new Map(), sourceFacts, targetFacts,
+    });
   }
   if (problems.length > 0) {
     throw new SyncctlError('CATALOG_MISMATCH', `${sync.name}: the spec does not fit the live databases`, { problems });
   }
   const state: SyncState = { sync, source, target: targetCatalog, decisions, rowFilters, keys, migrations: listMigrations() };
-  return { sync, changes: diffSync(state), notes, warnings: [] };
+  return { sync, changes: diffSync(state), notes, warnings: [], tables: resolved };
 }
 
 /** The plan that removes what syncctl created for a sync. The source may be unreachable. */
 export async function planDestroy(sync: LoadedSync, target: Connection, source: Connection | undefined): Promise<SyncPlan> {
   const { targetCatalog, sourceCatalog } = await observeSync(sync, target, source);
+  const slots = [slotName(sync.name), ...(targetCatalog.subscriptions.has(subscriptionName(sync.name)) ? [subscriptionName(sync.name)] : [])];
   const warnings = source ? [] : [
-    `the source database could not be reached: replication slot ${slotName(sync.name)} and publications ` +
+    `the source database could not be reached: replication slot${slots.length > 1 ? 's' : ''} ${slots.join(', ')} and publications ` +
     `${publicationName(sync.name)}, ${nativePublicationName(sync.name)} may be left behind there. An abandoned slot retains WAL ` +
-    `until the source's disk fills: drop it when the source is back with SELECT pg_drop_replication_slot('${slotName(sync.name)}')`,
+    `until the source's disk fills. Run destroy again when the source is reachable (the sync stays registered on the target until then), ` +
+    `or drop ${slots.length > 1 ? 'them' : 'it'} there by hand: ${slots.map((s) => `SELECT pg_drop_replication_slot('${s}')`).join('; ')}`,
   ];
   const changes = destroySync({
     sync, source: sourceCatalog, target: targetCatalog, decisions: new Map(), rowFilters: new Map(), keys: new Map(),
     migrations: listMigrations(),
   });
-  return { sync, changes, notes: [], warnings };
+  return { sync, changes, notes: [], warnings, tables: new Map() };
 }
 
 interface CheckedTable {
@@ -123,6 +146,7 @@ interface CheckedTable {
   readonly keyColumnsRead: readonly string[];
   readonly columnsRead: readonly string[];
   readonly whereColumnsRead: readonly string[];
+  readonly mapping?: MappingAnalysis;
 }
 
 async function checkMappedTable(
@@ -139,6 +163,7 @@ async function checkMappedTable(
     keyColumnsRead: analysis.keyColumnsRead,
     columnsRead: [...new Set([...analysis.columnsRead.values()].flat())],
     whereColumnsRead: analysis.whereColumnsRead,
+    mapping: analysis,
   };
 }
 

@@ -8,6 +8,7 @@ import { SyncctlError } from '../errors.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { applyChange, withApplyLock } from './apply-plan.ts';
 import type { Change } from './change.ts';
+import type { CopyProgress } from '../snapshot/initial-copy.ts';
 import { planDestroy, planSync, type SyncPlan } from './plan-sync.ts';
 
 export interface ApplyOptions {
@@ -18,6 +19,7 @@ export interface ApplyOptions {
   /** Shown the plan before anything runs. */
   readonly onPlan?: (plans: readonly SyncPlan[]) => void;
   readonly onChange?: (change: Change) => void;
+  readonly onCopyProgress?: (progress: CopyProgress) => void;
 }
 
 export async function planAll(syncs: readonly LoadedSync[]): Promise<SyncPlan[]> {
@@ -106,7 +108,7 @@ async function confirmAndApply(plans: readonly SyncPlan[], opened: readonly Open
     const conns = opened.find((o) => o.sync === plan.sync)!;
     for (const change of plan.changes) {
       if (change.side === 'source' && !conns.source) continue;
-      await applyChange(change, { source: conns.source!, target: conns.target }, options.onChange);
+      await applyChange(change, { source: conns.source!, target: conns.target }, plan, options);
     }
   }
 }

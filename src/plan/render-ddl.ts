@@ -61,8 +61,9 @@ export function renderReplicaIdentity(table: QualifiedName, identity: ReplicaIde
   return { sql: `ALTER TABLE ${quoteQualified(table)} REPLICA IDENTITY ${clause}` };
 }
 
+/** Display form: the slot is created on a replication connection, exporting its snapshot for the copy. */
 export function renderCreateSlot(slot: string): Statement {
-  return { sql: `SELECT pg_create_logical_replication_slot(${quoteLiteral(slot)}, 'pgoutput')` };
+  return { sql: `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT 'export')` };
 }
 
 export function renderDropSlot(slot: string): Statement {
@@ -107,4 +108,17 @@ export function renderEnableSubscription(name: string): Statement {
 /** DROP SUBSCRIPTION also drops its slot on the source. */
 export function renderDropSubscription(name: string): Statement {
   return { sql: `DROP SUBSCRIPTION IF EXISTS ${quoteIdent(name)}` };
+}
+
+/**
+ * Drops a subscription without connecting to its publisher (which DROP SUBSCRIPTION would do to
+ * drop the slot, failing while the source is down): detach the slot first. The slot stays on the
+ * source.
+ */
+export function renderDetachAndDropSubscription(name: string): Statement[] {
+  return [
+    { sql: `ALTER SUBSCRIPTION ${quoteIdent(name)} DISABLE` },
+    { sql: `ALTER SUBSCRIPTION ${quoteIdent(name)} SET (slot_name = NONE)` },
+    renderDropSubscription(name),
+  ];
 }

@@ -1,0 +1,26 @@
+import type { ResolvedTable } from '../plan/plan-sync.ts';
+import type { ApplyTable } from './render-apply.ts';
+
+/**
+ * The set-based apply shape of a resolved table, for source columns delivered in `stagedColumns`
+ * order (the stream's Relation message, or the initial copy's column list).
+ */
+export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[]): ApplyTable {
+  const { table, decision } = resolved;
+  return {
+    id,
+    target: table.target,
+    key: resolved.key,
+    columns: table.columns.map((c) => ({ target: c.target, expression: c.expression, reads: resolved.columnsRead.get(c.target) ?? [] })),
+    ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where } : {}),
+    staged: stagedColumns.map((name) => ({ name, stagingType: resolved.stagingTypes.get(name) ?? 'text' })),
+    tracked: table.mode === 'mapped',
+  };
+}
+
+/** The source columns a table publishes: its column list, or every column the stream can carry. */
+export function publishedColumns(resolved: ResolvedTable): string[] {
+  return resolved.decision.columnList
+    ? [...resolved.decision.columnList]
+    : resolved.sourceFacts.columns.filter((c) => !c.generated).map((c) => c.name);
+}

@@ -1,0 +1,226 @@
+/**
+ * Runs batches against the target: stages rows with COPY into per-table temp tables, then applies
+ * them set-based (renderApply) inside one target transaction together with the stream's
+ * checkpoint. A row the target rejects is found by replaying that table's statements row by row
+ * (only then) and parked in sync_conflicts as `apply_error`, or stops the worker (onError: stop).
+ */
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { SyncctlError } from '../errors.ts';
+import { WRITER_SETTING } from '../plan/render-ddl.ts';
+import { quoteIdent, quoteQualified } from '../sql/quote.ts';
+import { CopyTextBuilder } from './copy-text.ts';
+import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+
+export interface BatchTable {
+  readonly apply: ApplyTable;
+  /** The spec's table name, for sync_conflicts. */
+  readonly tableName: string;
+  readonly onError: 'park' | 'stop';
+  /** Position in foreign-key order on the target: parents first. */
+  readonly order: number;
+}
+
+interface TableState {
+  readonly table: BatchTable;
+  readonly statements: ApplyStatements;
+  readonly rows: CopyTextBuilder;
+  created: boolean;
+  /** Rows staged in this transaction (in the temp table or still in `rows`). */
+  staged: number;
+}
+
+/** Stage rows in memory up to this many bytes per table before copying them into the target. */
+const STAGE_FLUSH_BYTES = 4 * 1024 * 1024;
+
+export interface BatchStats {
+  rowsApplied: number;
+  rowsParked: number;
+}
+
+export class BatchWriter {
+  private readonly tables = new Map<string, TableState>();
+  private inTransaction = false;
+  private seq = 0;
+  readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
+
+  private readonly client: pg.Client;
+  private readonly syncName: string;
+
+  constructor(client: pg.Client, syncName: string) {
+    this.client = client;
+    this.syncName = syncName;
+  }
+
+  get open(): boolean {
+    return this.inTransaction;
+  }
+
+  register(table: BatchTable): void {
+    this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0 });
+  }
+
+  has(id: string): boolean {
+    return this.tables.has(id);
+  }
+
+  async begin(): Promise<void> {
+    if (this.inTransaction) return;
+    await this.client.query('BEGIN');
+    await this.client.query(`SELECT set_config($1, 'on', true)`, [WRITER_SETTING]);
+    this.inTransaction = true;
+  }
+
+  /**
+   * Stages one change: W writes `values` (the new row), D deletes the row whose key `values`
+   * (the old row) carries. Returns a promise only when the staged bytes had to be copied out.
+   */
+  stage(id: string, op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]): Promise<void> | undefined {
+    const state = this.tables.get(id)!;
+    const row: (Buffer | string | null)[] = [String(++this.seq), op, unchanged === null ? null : `{${unchanged.join(',')}}`];
+    for (const v of values) row.push(v);
+    state.rows.addRow(row);
+    state.staged++;
+    return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
+  }
+
+  /** COPY a ready-made text stream (the initial copy) into a table's stage. */
+  async stageCopy(id: string, columns: readonly string[], source: NodeJS.ReadableStream): Promise<void> {
+    const state = this.tables.get(id)!;
+    await this.ensureCreated(state);
+    const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
+    await pipeline(source, sink);
+    state.staged += 1;
+  }
+
+  /** Applies everything staged so far, in foreign-key order, inside the open transaction. */
+  async applyStaged(context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+    const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+    if (pending.length === 0) return;
+    for (const state of pending) {
+      await this.copyOut(state);
+      await this.client.query(state.statements.reduce);
+    }
+    // Children's deletes before their parents', parents' writes before their children's.
+    for (const state of [...pending].reverse()) await this.run(state, 'delete', context);
+    for (const state of pending) await this.run(state, 'upsert', context);
+    for (const state of pending) {
+      if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
+      await this.client.query(state.statements.clear);
+      state.staged = 0;
+    }
+  }
+
+  async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+    await this.applyStaged(context);
+    const targets = ids.map((id) => this.tables.get(id)!.table.apply.target);
+    if (targets.length === 0) return;
+    await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
+    await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
+  }
+
+  /** Applies what is staged, records the checkpoint and commits: rows and position in one transaction. */
+  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<void> {
+    await this.applyStaged(checkpoint);
+    await this.client.query(
+      `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at) VALUES ($1, $2::pg_lsn, $3::timestamptz, now())
+       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now()`,
+      [this.syncName, checkpoint.lsn, checkpoint.commitTime]);
+    await this.client.query('COMMIT');
+    this.inTransaction = false;
+    this.seq = 0;
+  }
+
+  /** Commits the open transaction with no checkpoint (the initial copy records its own). */
+  async commitPlain(): Promise<void> {
+    await this.client.query('COMMIT');
+    this.inTransaction = false;
+    this.seq = 0;
+  }
+
+  async rollback(): Promise<void> {
+    if (!this.inTransaction) return;
+    await this.client.query('ROLLBACK').catch(() => {});
+    this.inTransaction = false;
+    this.seq = 0;
+    for (const state of this.tables.values()) {
+      state.rows.take();
+      state.staged = 0;
+      // Temp tables created in the rolled-back transaction are gone.
+      state.created = false;
+    }
+  }
+
+  private async ensureCreated(state: TableState): Promise<void> {
+    if (state.created) return;
+    await this.client.query(state.statements.createStage);
+    await this.client.query(state.statements.createLast);
+    state.created = true;
+  }
+
+  private async copyOut(state: TableState): Promise<void> {
+    await this.ensureCreated(state);
+    if (state.rows.rows === 0) return;
+    const data = state.rows.take();
+    const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
+    const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
+    await pipeline(Readable.from([data]), sink);
+  }
+
+  private async run(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+    const s = state.statements;
+    await this.client.query('SAVEPOINT syncctl_table');
+    try {
+      if (phase === 'delete') {
+        const r = await this.client.query(s.deleteRows);
+        this.stats.rowsApplied += r.rowCount ?? 0;
+      } else {
+        const a = await this.client.query(s.upsertRows);
+        const b = await this.client.query(s.updateToasted);
+        this.stats.rowsApplied += (a.rowCount ?? 0) + (b.rowCount ?? 0);
+      }
+      await this.client.query('RELEASE SAVEPOINT syncctl_table');
+    } catch {
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_table');
+      await this.client.query('RELEASE SAVEPOINT syncctl_table');
+      await this.runRowByRow(state, phase, context);
+    }
+  }
+
+  /** The error path: one row at a time, each in a savepoint, so one bad row cannot stop the others. */
+  private async runRowByRow(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+    const s = state.statements;
+    const { rows } = await this.client.query<{ ctid: string; row: Record<string, unknown> }>(
+      `SELECT l.ctid::text AS ctid, to_jsonb(l) - ARRAY[${[SEQ, OP, UNCHANGED, 'syncctl$keep'].map((c) => `'${c}'`).join(', ')}] AS row
+         FROM pg_temp.${quoteIdent(`syncctl_last_${state.table.apply.id}`)} AS l ORDER BY l.${quoteIdent(SEQ)}`);
+    for (const { ctid, row } of rows) {
+      await this.client.query('SAVEPOINT syncctl_row');
+      try {
+        if (phase === 'delete') {
+          this.stats.rowsApplied += (await this.client.query(s.perRow.deleteRows, [ctid])).rowCount ?? 0;
+        } else {
+          this.stats.rowsApplied += (await this.client.query(s.perRow.upsertRows, [ctid])).rowCount ?? 0;
+          this.stats.rowsApplied += (await this.client.query(s.perRow.updateToasted, [ctid])).rowCount ?? 0;
+        }
+        await this.client.query('RELEASE SAVEPOINT syncctl_row');
+      } catch (error) {
+        await this.client.query('ROLLBACK TO SAVEPOINT syncctl_row');
+        await this.client.query('RELEASE SAVEPOINT syncctl_row');
+        const reason = error instanceof Error ? error.message : String(error);
+        const key = Object.fromEntries(state.table.apply.key.map((k) => [k, row[k] ?? null]));
+        if (state.table.onError === 'stop') {
+          throw new SyncctlError('APPLY_FAILED', `${this.syncName}.${state.table.tableName}: the target rejected the row with key ${JSON.stringify(key)}: ${reason}`, {
+            details: { table: state.table.tableName, key },
+          });
+        }
+        await this.client.query(
+          `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason)
+           VALUES ($1, $2, 'apply_error', $3, $4, $5::pg_lsn, $6::timestamptz, 'source-wins', 'pending', $7)`,
+          [this.syncName, state.table.tableName, JSON.stringify(key), JSON.stringify(row), context.lsn, context.commitTime, reason]);
+        this.stats.rowsParked++;
+      }
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Rows -> set-based SQL. Pure: a table's mapping and its staged columns in, statements out.
+ *
+ * A batch of changes for one source table is staged in a temp table (one row per change: its
+ * sequence number, W for a write of the new row or D for a delete of the old key, the positions of
+ * unchanged TOAST columns, and the source columns). The statements then run the spec's mapping
+ * SQL inside the target over all staged rows at once:
+ *   1. keep the last change per target key (DISTINCT ON key ORDER BY seq DESC), mapped;
+ *   2. delete the keys whose last change is a delete (or a write the row filter rejects);
+ *   3. upsert the writes; 4. update writes that carry unchanged TOAST columns, keeping the
+ *   target's value for every column whose mapping reads only unchanged columns;
+ *   5. forget local changes of the keys written (conflict tracking restarts from here).
+ */
+import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
+
+export const SEQ = 'syncctl$seq';
+export const OP = 'syncctl$op';
+export const UNCHANGED = 'syncctl$unchanged';
+export const KEEP = 'syncctl$keep';
+
+export interface StagedColumn {
+  readonly name: string;
+  /** The type the value is staged as in the target (the source's type, or text). */
+  readonly stagingType: string;
+}
+
+export interface ApplyTable {
+  /** Names the temp tables: pg_temp."syncctl_stage_<id>", pg_temp."syncctl_last_<id>". */
+  readonly id: string;
+  readonly target: QualifiedName;
+  /** Target key columns. */
+  readonly key: readonly string[];
+  /** Target column <- SQL over the staged source row. */
+  readonly columns: readonly { readonly target: string; readonly expression: string; readonly reads: readonly string[] }[];
+  /** A row filter the worker evaluates (one the publication could not carry). */
+  readonly workerFilter?: string;
+  /** Columns of the staging table, in the order the stream delivers them. */
+  readonly staged: readonly StagedColumn[];
+  /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
+  readonly tracked: boolean;
+}
+
+export interface ApplyStatements {
+  readonly createStage: string;
+  readonly createLast: string;
+  /** Fills the last-change table from the stage. */
+  readonly reduce: string;
+  readonly deleteRows: string;
+  readonly upsertRows: string;
+  readonly updateToasted: string;
+  readonly forgetLocalChanges?: string;
+  /** Empties both temp tables for the next batch. */
+  readonly clear: string;
+  /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
+  readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
+}
+
+export function stageTableName(table: ApplyTable): string {
+  return `pg_temp.${quoteIdent(`syncctl_stage_${table.id}`)}`;
+}
+
+export function lastTableName(table: ApplyTable): string {
+  return `pg_temp.${quoteIdent(`syncctl_last_${table.id}`)}`;
+}
+
+export function renderApply(table: ApplyTable): ApplyStatements {
+  const stage = stageTableName(table);
+  const last = lastTableName(table);
+  const target = quoteQualified(table.target);
+  const keyCols = table.key.map(quoteIdent);
+  const nonKey = table.columns.filter((c) => !table.key.includes(c.target));
+  const positions = new Map(table.staged.map((c, i) => [c.name, i + 1]));
+
+  const createStage = `CREATE TEMP TABLE IF NOT EXISTS ${stage} (` +
+    [`${quoteIdent(SEQ)} bigint NOT NULL DEFAULT 0`, `${quoteIdent(OP)} "char" NOT NULL DEFAULT 'W'`, `${quoteIdent(UNCHANGED)} int2[]`,
+      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + ')';
+  // The mapped, reduced rows: one per target key, the last change wins.
+  const mappedColumns = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
+  const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
+  const reduceSelect =
+    `SELECT DISTINCT ON (${keyCols.join(', ')}) * FROM (SELECT ${quoteIdent(SEQ)}, ${quoteIdent(OP)}, ${quoteIdent(UNCHANGED)}, ` +
+    `${keep} AS ${quoteIdent(KEEP)}, ${mappedColumns.join(', ')} FROM ${stage}) AS mapped ` +
+    `ORDER BY ${keyCols.join(', ')}, ${quoteIdent(SEQ)} DESC`;
+  const createLast = `CREATE TEMP TABLE IF NOT EXISTS ${last} AS ${reduceSelect} WITH NO DATA`;
+  const reduce = `INSERT INTO ${last} ${reduceSelect}`;
+
+  const keyMatch = (alias: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${alias}.${quoteIdent(k)}`).join(' AND ');
+  const isDelete = `(l.${quoteIdent(OP)} = 'D' OR NOT l.${quoteIdent(KEEP)})`;
+  const isPlainWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NULL`;
+  const isToastedWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NOT NULL`;
+
+  const deleteRows = (extra: string) => `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}${extra}`;
+  const insertCols = table.columns.map((c) => quoteIdent(c.target));
+  const onConflict = nonKey.length === 0
+    ? 'DO NOTHING'
+    : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
+  const upsertRows = (extra: string) =>
+    `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `l.${c}`).join(', ')} FROM ${last} AS l ` +
+    `WHERE ${isPlainWrite}${extra} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`;
+  const toastedSet = nonKey.map((c) => {
+    const reads = c.reads.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
+    const col = quoteIdent(c.target);
+    // A column whose mapping reads only unchanged TOAST values is unchanged itself.
+    return reads.length === 0 ? `${col} = l.${col}` : `${col} = CASE WHEN l.${quoteIdent(UNCHANGED)} @> '{${reads.join(',')}}'::int2[] THEN t.${col} ELSE l.${col} END`;
+  });
+  const updateToasted = (extra: string) => toastedSet.length === 0
+    ? 'SELECT 1 WHERE false'
+    : `UPDATE ${target} AS t SET ${toastedSet.join(', ')} FROM ${last} AS l WHERE ${isToastedWrite} AND ${keyMatch('l')}${extra}`;
+
+  const forgetLocalChanges = table.tracked
+    ? `DELETE FROM syncctl.local_changes AS c USING ${last} AS l WHERE c.target_table = ${quoteLiteral(`${table.target.schema}.${table.target.name}`)} ` +
+      `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`
+    : undefined;
+
+  const byCtid = ' AND l.ctid = $1::tid';
+  return {
+    createStage,
+    createLast,
+    reduce,
+    deleteRows: deleteRows(''),
+    upsertRows: upsertRows(''),
+    updateToasted: updateToasted(''),
+    ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
+    clear: `TRUNCATE ${stage}, ${last}`,
+    perRow: { deleteRows: deleteRows(byCtid), upsertRows: upsertRows(byCtid), updateToasted: updateToasted(byCtid) },
+  };
+}

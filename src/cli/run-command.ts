@@ -1,0 +1,36 @@
+import type { Argv } from 'yargs';
+import { SyncctlError } from '../errors.ts';
+import { createLogger } from '../observe/logger.ts';
+import { loadSpecs } from '../spec/load-specs.ts';
+import { runWorker } from '../stream/worker.ts';
+
+export function runCommand(yargs: Argv) {
+  return yargs.command(
+    'run <specs>',
+    'Stream changes from the source slot into the target until stopped (SIGTERM/SIGINT finish the batch and exit 0)',
+    (y) => y
+      .positional('specs', { type: 'string', demandOption: true, describe: 'a spec file or a directory of *.sync.ts files' })
+      .option('sync', { type: 'string', describe: 'run only this sync (by name)' })
+      .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
+      .example('$0 run specs/', 'stream every sync in specs/'),
+    async (argv) => {
+      const logger = createLogger();
+      const syncs = (await loadSpecs(argv.specs)).filter((s) => argv.sync === undefined || s.name === argv.sync);
+      if (syncs.length === 0) throw new SyncctlError('SPEC_INVALID', `no sync named ${argv.sync} in ${argv.specs}`);
+      const controller = new AbortController();
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'stopping: finishing the current batch');
+        controller.abort();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      await Promise.all(syncs.map((sync) => runWorker({
+        sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'],
+      }).catch((error: unknown) => {
+        controller.abort();
+        throw error;
+      })));
+      logger.info('stopped');
+    },
+  );
+}

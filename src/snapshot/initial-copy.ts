@@ -1,0 +1,201 @@
+/**
+ * The initial copy, consistent with the slot: the slot is created on a replication connection
+ * with an exported snapshot, and every table is read under that snapshot. The slot streams exactly
+ * the transactions that commit after the snapshot's consistent point, so between copy and stream
+ * nothing is missed and nothing is applied twice.
+ *
+ * Tables are split into block ranges (ctid) copied in parallel; each chunk commits in the target
+ * with its progress row, so a crash resumes at the first unfinished chunk. A resumed copy reads
+ * under a newer snapshot; the stream then replays changes from the table's first snapshot onwards,
+ * which brings rows copied later to the same final state (writes are upserts by key).
+ */
+import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { buildApplyTable, publishedColumns } from '../apply/apply-table.ts';
+import { BatchWriter } from '../apply/batch-writer.ts';
+import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
+import { tableKey } from '../catalog/facts.ts';
+import { connect, type Connection } from '../db/connect.ts';
+import type { Logger } from '../observe/logger.ts';
+import type { ResolvedTable } from '../plan/plan-sync.ts';
+import { slotName } from '../plan/render-ddl.ts';
+import type { LoadedSync } from '../spec/loaded-sync.ts';
+import { quoteIdent, quoteQualified } from '../sql/quote.ts';
+import { SyncctlError } from '../errors.ts';
+import { describeConnection } from '../observe/redact.ts';
+
+/** Blocks per chunk: 8 kB blocks, so about 128 MB of heap per chunk. */
+const CHUNK_BLOCKS = 16_384;
+const PARALLEL = 2;
+
+export interface CopyProgress {
+  readonly table: string;
+  readonly rows: number;
+  readonly chunksDone: number;
+  readonly chunks: number;
+}
+
+export interface InitialCopyOptions {
+  readonly sync: LoadedSync;
+  readonly tables: readonly ResolvedTable[];
+  readonly logger?: Logger;
+  readonly onProgress?: (progress: CopyProgress) => void;
+  /** Create the sync's slot (first copy) or copy under a temporary slot's snapshot (tables added later, resumed copies). */
+  readonly createSlot: boolean;
+}
+
+interface ExportedSnapshot {
+  readonly client: pg.Client;
+  readonly consistentPoint: string;
+  readonly snapshotName: string;
+}
+
+async function exportSnapshot(sync: LoadedSync, permanent: boolean): Promise<ExportedSnapshot> {
+  const client = new pg.Client({ connectionString: sync.sourceUrl, replication: 'database', application_name: 'syncctl copy' } as pg.ClientConfig);
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new SyncctlError('CONNECTION_FAILED', `cannot open a replication connection to ${describeConnection(sync.sourceUrl)}: ${(error as Error).message}`);
+  }
+  const name = permanent ? slotName(sync.name) : `${slotName(sync.name)}_copy_${process.pid}`;
+  // CREATE_REPLICATION_SLOT with an exported snapshot: valid while this connection stays idle.
+  const { rows } = await client.query<{ consistent_point: string; snapshot_name: string }>(
+    `CREATE_REPLICATION_SLOT ${quoteIdent(name)} ${permanent ? '' : 'TEMPORARY '}LOGICAL pgoutput (SNAPSHOT 'export')`);
+  return { client, consistentPoint: rows[0]!.consistent_point, snapshotName: rows[0]!.snapshot_name };
+}
+
+export async function initialCopy(options: InitialCopyOptions): Promise<{ consistentPoint: string; rows: number }> {
+  const { sync } = options;
+  const target = await connect('target', sync.targetUrl, 'syncctl copy');
+  const snapshot = await exportSnapshot(sync, options.createSlot);
+  let rows = 0;
+  try {
+    const order = await foreignKeyOrder(target, options.tables.map((t) => t.table.target));
+    const tables = [...options.tables].sort((a, b) => order.get(tableKey(a.table.target))! - order.get(tableKey(b.table.target))!);
+    if (options.createSlot) {
+      // The stream starts where the snapshot ends.
+      await target.query(
+        `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn) VALUES ($1, $2::pg_lsn)
+         ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, updated_at = now()`,
+        [sync.name, snapshot.consistentPoint]);
+    }
+    for (const resolved of tables) {
+      rows += await copyTable(sync, resolved, snapshot, target, order.get(tableKey(resolved.table.target))!, options);
+    }
+  } finally {
+    await snapshot.client.end().catch(() => {});
+    await target.close();
+  }
+  return { consistentPoint: snapshot.consistentPoint, rows };
+}
+
+async function copyTable(
+  sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, target: Connection, order: number, options: InitialCopyOptions,
+): Promise<number> {
+  const { table } = resolved;
+  // Changes that commit before the table's first snapshot are in the copy; the stream skips them.
+  await target.query(
+    `UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = coalesce(snapshot_lsn, $3::pg_lsn), updated_at = now()
+      WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
+  const chunks = await planChunks(sync, resolved, snapshot, target);
+  const pending = chunks.filter((c) => !c.done);
+  let rows = 0;
+  let done = chunks.length - pending.length;
+  const queue = [...pending];
+  const workers = Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
+    for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
+      rows += await copyChunk(sync, resolved, snapshot, chunk, order);
+      done++;
+      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length });
+    }
+  });
+  await Promise.all(workers);
+  await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+    [sync.name, table.name]);
+  options.logger?.info({ table: table.name, rows, chunks: chunks.length }, 'copied');
+  return rows;
+}
+
+interface Chunk {
+  readonly index: number;
+  readonly lower: number | null;
+  readonly upper: number | null;
+  readonly done: boolean;
+}
+
+async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, target: Connection): Promise<Chunk[]> {
+  const { table } = resolved;
+  const existing = await target.query<{ chunk: number; lower_bound: string | null; upper_bound: string | null; done: boolean }>(
+    `SELECT chunk, lower_bound, upper_bound, done_at IS NOT NULL AS done FROM syncctl.snapshot_chunks
+      WHERE sync_name = $1 AND table_name = $2 ORDER BY chunk`, [sync.name, table.name]);
+  if (existing.rows.length > 0) {
+    return existing.rows.map((r) => ({
+      index: r.chunk, lower: r.lower_bound === null ? null : Number(r.lower_bound), upper: r.upper_bound === null ? null : Number(r.upper_bound), done: r.done,
+    }));
+  }
+  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
+  let blocks = 0;
+  try {
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.snapshotName.replaceAll("'", "''")}'`);
+    // Partitioned tables have no blocks of their own: one chunk reads every partition.
+    const r = await source.query<{ blocks: string }>(
+      `SELECT CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END AS blocks
+         FROM pg_class c WHERE c.oid = $1::regclass`, [quoteQualified(table.source)]);
+    blocks = Number(r.rows[0]?.blocks ?? 0);
+    await source.query('COMMIT');
+  } finally {
+    await source.close();
+  }
+  const chunks: Chunk[] = [];
+  if (blocks <= CHUNK_BLOCKS) chunks.push({ index: 0, lower: null, upper: null, done: false });
+  else {
+    for (let start = 0, i = 0; start < blocks; start += CHUNK_BLOCKS, i++) {
+      // The last chunk is open-ended: the table may grow while it is copied.
+      const upper = start + CHUNK_BLOCKS >= blocks ? null : start + CHUNK_BLOCKS;
+      chunks.push({ index: i, lower: start === 0 ? null : start, upper, done: false });
+    }
+  }
+  for (const c of chunks) {
+    await target.query(
+      `INSERT INTO syncctl.snapshot_chunks (sync_name, table_name, chunk, lower_bound, upper_bound) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT DO NOTHING`, [sync.name, table.name, c.index, c.lower === null ? null : String(c.lower), c.upper === null ? null : String(c.upper)]);
+  }
+  return chunks;
+}
+
+async function copyChunk(sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, chunk: Chunk, order: number): Promise<number> {
+  const { table, decision } = resolved;
+  const columns = publishedColumns(resolved);
+  const conditions: string[] = [];
+  if (chunk.lower !== null) conditions.push(`ctid >= '(${chunk.lower},0)'::tid`);
+  if (chunk.upper !== null) conditions.push(`ctid < '(${chunk.upper},0)'::tid`);
+  // A publication row filter is applied at the source, as the publication applies it to the stream.
+  if (decision.filterAt === 'publication' && table.where !== undefined) conditions.push(`(${table.where})`);
+  const select = `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(table.source)}` +
+    (conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '');
+
+  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
+  const target = await connect('target', sync.targetUrl, 'syncctl copy');
+  try {
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.snapshotName.replaceAll("'", "''")}'`);
+    const writer = new BatchWriter(target.client, sync.name);
+    const id = `copy_${chunk.index}`;
+    writer.register({ apply: buildApplyTable(id, resolved, columns), tableName: table.name, onError: table.onError, order });
+    await writer.begin();
+    const out = source.client.query(copyTo(`COPY (${select}) TO STDOUT`));
+    await writer.stageCopy(id, columns, out);
+    await writer.applyStaged({ lsn: snapshot.consistentPoint, commitTime: null });
+    const rows = out.rowCount;
+    await target.query(`UPDATE syncctl.snapshot_chunks SET rows_copied = $4, done_at = now() WHERE sync_name = $1 AND table_name = $2 AND chunk = $3`,
+      [sync.name, table.name, chunk.index, rows]);
+    await writer.commitPlain();
+    await source.query('COMMIT');
+    return rows;
+  } finally {
+    await source.close();
+    await target.close();
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * `syncctl run`: reads the sync's slot and applies every change to the target, exactly once.
+ *
+ * Invariants:
+ * - The source commit position is written in the same target transaction as the rows it covers
+ *   (syncctl.checkpoints); the slot is confirmed only after that commit. After a restart, a
+ *   transaction whose commit record lies before the checkpoint is skipped.
+ * - A source transaction is never split visibly: the target transaction commits only at a source
+ *   commit; several small source transactions may share one target transaction.
+ * - Memory is bounded: rows are staged into the target (COPY) in slices; a 1,000,000-row source
+ *   transaction is never held whole in memory.
+ */
+import { buildApplyTable } from '../apply/apply-table.ts';
+import { BatchWriter } from '../apply/batch-writer.ts';
+import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
+import { tableKey } from '../catalog/facts.ts';
+import { connect, type Connection } from '../db/connect.ts';
+import { SyncctlError } from '../errors.ts';
+import type { Logger } from '../observe/logger.ts';
+import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
+import { publicationName, slotName } from '../plan/render-ddl.ts';
+import type { LoadedSync } from '../spec/loaded-sync.ts';
+import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type RelationMessage, type Tuple } from './pgoutput-decoder.ts';
+import { ReplicationStream } from './replication-stream.ts';
+
+export interface WorkerOptions {
+  readonly sync: LoadedSync;
+  readonly logger: Logger;
+  readonly signal?: AbortSignal;
+  /** Commit the target transaction once this many changes are staged (at a source commit). */
+  readonly batchRows?: number;
+  /** …or once the oldest transaction in it has waited this long (latency bound). */
+  readonly batchMs?: number;
+  /** Called after every target commit. */
+  readonly onCommit?: (info: CommitInfo) => void;
+}
+
+export interface CommitInfo {
+  readonly lsn: string;
+  readonly transactions: number;
+  readonly changes: number;
+}
+
+/** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
+const PG_EPOCH_MS = 946_684_800_000;
+
+interface Route {
+  readonly resolved: ResolvedTable;
+  readonly order: number;
+  /** Apply-table id for the current shape of the relation. */
+  id: string;
+  /** Position of each relation column among the staged columns, or -1 when it is not staged. */
+  relation: RelationMessage | undefined;
+  /** Changes in transactions whose commit record precedes this were in the initial copy. */
+  snapshotLsn: Lsn;
+  state: string;
+}
+
+/** Runs until the signal aborts; reconnects with exponential backoff when a connection drops. */
+export async function runWorker(options: WorkerOptions): Promise<void> {
+  let delay = 500;
+  for (;;) {
+    try {
+      await runSession(options);
+      return;
+    } catch (error) {
+      if (options.signal?.aborted) return;
+      if (!isTransient(error)) throw error;
+      options.logger.warn({ err: describe(error), retryInMs: delay }, 'connection lost; reconnecting');
+      await sleep(delay, options.signal);
+      delay = Math.min(delay * 2, 30_000);
+    }
+  }
+}
+
+async function runSession(options: WorkerOptions): Promise<void> {
+  const { sync, logger } = options;
+  const source = await connect('source', sync.sourceUrl, 'syncctl run');
+  let target: Connection | undefined;
+  let stream: ReplicationStream | undefined;
+  // SIGTERM inside a source transaction lets it reach its commit (for 10 s at most); outside one,
+  // the stream closes at once.
+  let inTransaction = false;
+  const onAbort = () => {
+    if (!inTransaction) void stream?.close();
+    else setTimeout(() => void stream?.close(), 10_000).unref();
+  };
+  try {
+    target = await connect('target', sync.targetUrl, 'syncctl run');
+    const plan = await planSync(sync, { source, target });
+    if (plan.changes.length > 0) {
+      throw new SyncctlError('PLAN_PENDING', `${sync.name}: the databases do not match the spec (${plan.changes.length} change(s) pending: ` +
+        `${plan.changes.map((c) => c.id).join(', ')}); run syncctl apply first`);
+    }
+    await source.close();
+    const routes = await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped'));
+    const checkpoint = await target.query<{ commit_lsn: string }>('SELECT commit_lsn::text AS commit_lsn FROM syncctl.checkpoints WHERE sync_name = $1', [sync.name]);
+    if (!checkpoint.rows[0]) {
+      throw new SyncctlError('PLAN_PENDING', `${sync.name}: no checkpoint: the initial copy has not run; run syncctl apply first`);
+    }
+    let applied = parseLsn(checkpoint.rows[0].commit_lsn);
+    stream = await ReplicationStream.open(sync.sourceUrl, {
+      slot: slotName(sync.name), publications: [publicationName(sync.name)], startLsn: applied, messages: true,
+    });
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) return;
+    logger.info({ sync: sync.name, from: formatLsn(applied) }, 'streaming');
+
+    const writer = new BatchWriter(target.client, sync.name);
+    const decoder = new PgoutputDecoder();
+    const byRelation = new Map<number, Route>();
+    const batchRows = options.batchRows ?? 50_000;
+    let version = 0;
+    let skipping = false;
+    let finalLsn: Lsn = 0n;
+    let commitTime: string | null = null;
+    let staged = 0;
+    let transactions = 0;
+    let lastCommit: { lsn: Lsn; time: string | null } | undefined;
+    let batchStarted: number | undefined;
+    const batchMs = options.batchMs ?? 50;
+
+    const context = () => ({ lsn: formatLsn(finalLsn), commitTime });
+    const commit = async () => {
+      if (!lastCommit) return;
+      await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
+      applied = lastCommit.lsn;
+      stream!.confirm(applied, true);
+      options.onCommit?.({ lsn: formatLsn(applied), transactions, changes: staged });
+      logger.debug({ lsn: formatLsn(applied), transactions, changes: staged }, 'committed');
+      staged = 0;
+      transactions = 0;
+      lastCommit = undefined;
+      batchStarted = undefined;
+    };
+    const route = async (relationId: number): Promise<Route | undefined> => {
+      const r = byRelation.get(relationId);
+      if (!r || skipping || finalLsn < r.snapshotLsn) return undefined;
+      if (r.state !== 'streaming') await waitUntilStreaming(target!, sync, r, options.signal);
+      return r;
+    };
+
+    for await (const { message } of stream.messages()) {
+      if (message === undefined) {
+        // A keepalive: nothing more is waiting, so a finished batch commits now.
+        if (!inTransaction && lastCommit) await commit();
+        if (options.signal?.aborted && !inTransaction) break;
+        continue;
+      }
+      const m = decoder.decode(message);
+      switch (m.tag) {
+        case 'begin':
+          finalLsn = m.finalLsn;
+          commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          // Applied before the last checkpoint: the server may send it again after a restart.
+          skipping = m.finalLsn < applied;
+          inTransaction = true;
+          if (!skipping) await writer.begin();
+          break;
+        case 'relation': {
+          const r = routes.get(`${m.schema}.${m.name}`);
+          if (!r) {
+            throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${m.schema}.${m.name} is published but not in the loaded spec; ` +
+              'restart the worker after syncctl apply so it loads the new spec');
+          }
+          const missing = [...new Set([...r.resolved.columnsRead.values()].flat())].filter((c) => !m.columns.some((col) => col.name === c));
+          if (missing.length > 0) {
+            throw new SyncctlError('APPLY_FAILED', `${sync.name}.${r.resolved.table.name}: the source table no longer has column(s) ` +
+              `${missing.join(', ')} that the mapping reads; fix the spec or the source, then syncctl plan explains the rest`);
+          }
+          r.relation = m;
+          r.id = `${m.relationId}_${++version}`;
+          writer.register({
+            apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
+            tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
+          });
+          byRelation.set(m.relationId, r);
+          break;
+        }
+        case 'insert': {
+          const r = await route(m.relationId);
+          if (!r) break;
+          await writer.stage(r.id, 'W', null, m.newTuple as (Buffer | null)[]);
+          staged++;
+          break;
+        }
+        case 'update': {
+          const r = await route(m.relationId);
+          if (!r) break;
+          // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
+          // unless the new row, staged after it, writes the same key again.
+          if (m.oldTuple) await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
+          const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
+          await writer.stage(r.id, 'W', unchanged, values);
+          staged++;
+          break;
+        }
+        case 'delete': {
+          const r = await route(m.relationId);
+          if (!r) break;
+          await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
+          staged++;
+          break;
+        }
+        case 'truncate': {
+          if (skipping) break;
+          const ids: string[] = [];
+          for (const relationId of m.relationIds) {
+            const r = await route(relationId);
+            if (r && r.resolved.table.truncate === 'apply') ids.push(r.id);
+          }
+          await writer.truncate(ids, context());
+          break;
+        }
+        case 'commit':
+          inTransaction = false;
+          if (skipping) break;
+          transactions++;
+          lastCommit = { lsn: m.endLsn, time: commitTime };
+          // Group small transactions while more are already waiting; commit when caught up.
+          batchStarted ??= Date.now();
+          if (staged >= batchRows || Date.now() - batchStarted >= batchMs || !stream.hasBuffered() || options.signal?.aborted) await commit();
+          break;
+        default:
+          break;
+      }
+      if (options.signal?.aborted && !inTransaction) break;
+    }
+    // The stream ended mid-transaction: drop everything uncommitted (the server sends it again
+    // from the confirmed position). Otherwise keep what is complete.
+    if (inTransaction) await writer.rollback();
+    else await commit();
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+    await stream?.close();
+    await target?.close();
+    await source.close();
+  }
+}
+
+async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonly ResolvedTable[]): Promise<Map<string, Route>> {
+  const order = await foreignKeyOrder(target, tables.map((t) => t.table.target));
+  const { rows } = await target.query<{ table_name: string; state: string; snapshot_lsn: string | null }>(
+    'SELECT table_name, state, snapshot_lsn::text AS snapshot_lsn FROM syncctl.sync_tables WHERE sync_name = $1', [sync.name]);
+  const states = new Map(rows.map((r) => [r.table_name, r]));
+  return new Map(tables.map((resolved) => {
+    const s = states.get(resolved.table.name);
+    return [tableKey(resolved.table.source), {
+      resolved, order: order.get(tableKey(resolved.table.target)) ?? 0, id: '', relation: undefined,
+      snapshotLsn: s?.snapshot_lsn ? parseLsn(s.snapshot_lsn) : 0n, state: s?.state ?? 'pending',
+    }];
+  }));
+}
+
+/** A table being copied: its changes after the copy's snapshot wait until the copy is done. */
+async function waitUntilStreaming(target: Connection, sync: LoadedSync, route: Route, signal: AbortSignal | undefined): Promise<void> {
+  for (;;) {
+    const { rows } = await target.query<{ state: string; snapshot_lsn: string | null }>(
+      'SELECT state, snapshot_lsn::text AS snapshot_lsn FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2',
+      [sync.name, route.resolved.table.name]);
+    route.state = rows[0]?.state ?? 'pending';
+    if (rows[0]?.snapshot_lsn) route.snapshotLsn = parseLsn(rows[0].snapshot_lsn);
+    if (route.state === 'streaming') return;
+    if (signal?.aborted) throw new SyncctlError('APPLY_FAILED', 'stopped while waiting for a copy');
+    await sleep(500, signal);
+  }
+}
+
+function withoutUnchanged(tuple: Tuple): (Buffer | null)[] {
+  return tuple.map((v) => (v === UNCHANGED_TOAST ? null : v));
+}
+
+/** Unchanged TOAST values come from the old row when it is whole (REPLICA IDENTITY FULL); else their positions are kept. */
+function fillUnchanged(tuple: Tuple, old: Tuple | undefined): { values: (Buffer | null)[]; unchanged: number[] | null } {
+  let unchanged: number[] | null = null;
+  const values = tuple.map((v, i) => {
+    if (v !== UNCHANGED_TOAST) return v;
+    const o = old?.[i];
+    if (o !== undefined && o !== UNCHANGED_TOAST) return o;
+    (unchanged ??= []).push(i + 1);
+    return null;
+  });
+  return { values, unchanged };
+}
+
+function isTransient(error: unknown): boolean {
+  if (error instanceof SyncctlError) return error.code === 'CONNECTION_FAILED';
+  const code = (error as { code?: string }).code ?? '';
+  const message = error instanceof Error ? error.message : '';
+  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08006', '08003', '08001'].includes(code) ||
+    /Connection terminated|terminating connection|server closed the connection/i.test(message);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
