@@ -9,13 +9,14 @@ import { redactConnectionStrings } from '../observe/redact.ts';
 import { applyCommand } from './apply-command.ts';
 import { planCommand } from './plan-command.ts';
 import { runCommand } from './run-command.ts';
+import { demoCommand } from './demo-command.ts';
 
 export async function main(args: string[]): Promise<number> {
   const cli = yargs(args)
     .scriptName('syncctl')
     .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
     .strict()
-    .demandCommand(1, 'name a command: plan, apply, destroy or run')
+    .demandCommand(1, 'name a command: demo, plan, apply, destroy or run')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
     .help()
     .version(false)
@@ -25,6 +26,7 @@ export async function main(args: string[]): Promise<number> {
   planCommand(cli);
   applyCommand(cli);
   runCommand(cli);
+  demoCommand(cli);
   try {
     await cli.parseAsync();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
