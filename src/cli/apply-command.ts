@@ -5,6 +5,7 @@ import { countChanges, renderPlanJson, renderPlanText } from '../plan/render-pla
 import type { SyncPlan } from '../plan/plan-sync.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { askYes, print, printJson } from './output.ts';
+import { copyProgressReporter } from './copy-progress.ts';
 
 const SIGN = { create: '+', update: '~', delete: '-' } as const;
 
@@ -44,6 +45,7 @@ async function run(mode: 'apply' | 'destroy', argv: { specs?: string; 'allow-des
     },
     confirm: (plans: readonly SyncPlan[]) =>
       askYes(`${countChanges(plans).delete} change(s) are destructive. Apply them?`),
+    onCopyProgress: copyProgressReporter(),
     onChange: (change: Change) => {
       applied.push(change);
       if (!argv.json) print(`${SIGN[change.action]} ${change.side} ${change.subject}: done`);

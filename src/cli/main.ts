@@ -18,6 +18,11 @@ export async function main(args: string[]): Promise<number> {
     .strict()
     .demandCommand(1, 'name a command: demo, plan, apply, destroy or run')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
+    .example('$0 demo', 'scenario 1 on two embedded PostgreSQL servers, end to end')
+    .example('$0 plan specs/ --sql', 'what apply would create, change or drop, with its SQL')
+    .example('$0 apply specs/', 'provision both databases and copy the existing rows')
+    .example('$0 run specs/', 'stream changes until SIGTERM')
+    .example('$0 destroy specs/ --allow-destroy', 'remove what syncctl created; target rows stay')
     .help()
     .version(false)
     .fail((message, error) => {
