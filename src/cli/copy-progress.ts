@@ -5,11 +5,8 @@
 import type { CopyProgress } from '../snapshot/initial-copy.ts';
 
 export function copyProgressReporter(stream: NodeJS.WriteStream = process.stderr): (p: CopyProgress) => void {
-  const started = new Map<string, number>();
   return (p) => {
-    const t0 = started.get(p.table) ?? Date.now();
-    started.set(p.table, t0);
-    const seconds = Math.max((Date.now() - t0) / 1000, 0.001);
+    const seconds = Math.max((Date.now() - p.startedAt) / 1000, 0.001);
     const rate = Math.round(p.rows / seconds);
     const eta = p.chunksDone > 0 ? Math.round((seconds / p.chunksDone) * (p.chunks - p.chunksDone)) : undefined;
     if (stream.isTTY) {

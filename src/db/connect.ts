@@ -17,7 +17,15 @@ export interface Connection {
 export async function connect(side: Side, connectionString: string, applicationName = 'syncctl'): Promise<Connection> {
   const secret = passwordOf(connectionString);
   const description = describeConnection(connectionString);
-  const client = new pg.Client({ connectionString, application_name: applicationName });
+  let client: pg.Client;
+  try {
+    // A malformed URL throws here, synchronously ("Invalid URL").
+    client = new pg.Client({ connectionString, application_name: applicationName });
+  } catch (error) {
+    throw new SyncctlError('CONNECTION_FAILED', `the ${side} connection string ${description} is not valid: ${scrub(error, secret)}`, {
+      details: { side, database: description },
+    });
+  }
   // An idle client whose server goes away emits 'error'; without a listener Node would crash.
   client.on('error', () => {});
   try {

@@ -20,7 +20,7 @@ import type { Logger } from '../observe/logger.ts';
 import type { ResolvedTable } from '../plan/plan-sync.ts';
 import { slotName } from '../plan/render-ddl.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
-import { quoteIdent, quoteQualified } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
 
@@ -33,6 +33,8 @@ export interface CopyProgress {
   readonly rows: number;
   readonly chunksDone: number;
   readonly chunks: number;
+  /** When this table's copy started (ms since the epoch). */
+  readonly startedAt: number;
 }
 
 export interface InitialCopyOptions {
@@ -95,11 +97,19 @@ async function copyTable(
 ): Promise<number> {
   const { table } = resolved;
   // Changes that commit before the table's first snapshot are in the copy; the stream skips them.
+  // A paused table lost changes while paused: it is copied again from scratch under this snapshot.
+  const paused = await target.query(`SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND state = 'paused'`,
+    [sync.name, table.name]);
+  if (paused.rows.length > 0) {
+    await target.query(`DELETE FROM syncctl.snapshot_chunks WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
+    await target.query(`UPDATE syncctl.sync_tables SET snapshot_lsn = NULL, error = NULL WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
+  }
   await target.query(
     `UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = coalesce(snapshot_lsn, $3::pg_lsn), updated_at = now()
       WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
   const chunks = await planChunks(sync, resolved, snapshot, target);
   const pending = chunks.filter((c) => !c.done);
+  const startedAt = Date.now();
   let rows = 0;
   let done = chunks.length - pending.length;
   const queue = [...pending];
@@ -107,7 +117,7 @@ async function copyTable(
     for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
       rows += await copyChunk(sync, resolved, snapshot, chunk, order);
       done++;
-      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length });
+      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length, startedAt });
     }
   });
   await Promise.all(workers);
@@ -138,7 +148,7 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
   let blocks = 0;
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.snapshotName.replaceAll("'", "''")}'`);
+    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
     // Partitioned tables have no blocks of their own: one chunk reads every partition.
     const r = await source.query<{ blocks: string }>(
       `SELECT CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END AS blocks
@@ -180,7 +190,7 @@ async function copyChunk(sync: LoadedSync, resolved: ResolvedTable, snapshot: Ex
   const target = await connect('target', sync.targetUrl, 'syncctl copy');
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.snapshotName.replaceAll("'", "''")}'`);
+    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
     const writer = new BatchWriter(target.client, sync.name);
     const id = `copy_${chunk.index}`;
     writer.register({ apply: buildApplyTable(id, resolved, columns), tableName: table.name, onError: table.onError, order });

@@ -135,9 +135,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
     };
     const route = async (relationId: number): Promise<Route | undefined> => {
       const r = byRelation.get(relationId);
-      if (!r || skipping || finalLsn < r.snapshotLsn) return undefined;
+      // A paused table's changes are dropped: it is copied again once its mapping fits (syncctl plan says how).
+      if (!r || skipping || r.state === 'paused' || finalLsn < r.snapshotLsn) return undefined;
       if (r.state !== 'streaming') await waitUntilStreaming(target!, sync, r, options.signal);
-      return r;
+      return r.state === 'paused' ? undefined : r;
     };
 
     for await (const { message } of stream.messages()) {
@@ -163,10 +164,16 @@ async function runSession(options: WorkerOptions): Promise<void> {
             throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${m.schema}.${m.name} is published but not in the loaded spec; ` +
               'restart the worker after syncctl apply so it loads the new spec');
           }
-          const missing = [...new Set([...r.resolved.columnsRead.values()].flat())].filter((c) => !m.columns.some((col) => col.name === c));
-          if (missing.length > 0) {
-            throw new SyncctlError('APPLY_FAILED', `${sync.name}.${r.resolved.table.name}: the source table no longer has column(s) ` +
-              `${missing.join(', ')} that the mapping reads; fix the spec or the source, then syncctl plan explains the rest`);
+          byRelation.set(m.relationId, r);
+          const broken = brokenMapping(r.resolved, m);
+          if (broken) {
+            // Pause this table alone, in the batch's transaction: the other tables go on.
+            r.state = 'paused';
+            await writer.begin();
+            await target.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+              [sync.name, r.resolved.table.name, broken]);
+            logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
+            break;
           }
           r.relation = m;
           r.id = `${m.relationId}_${++version}`;
@@ -174,7 +181,6 @@ async function runSession(options: WorkerOptions): Promise<void> {
             apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
             tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
           });
-          byRelation.set(m.relationId, r);
           break;
         }
         case 'insert': {
@@ -260,10 +266,27 @@ async function waitUntilStreaming(target: Connection, sync: LoadedSync, route: R
       [sync.name, route.resolved.table.name]);
     route.state = rows[0]?.state ?? 'pending';
     if (rows[0]?.snapshot_lsn) route.snapshotLsn = parseLsn(rows[0].snapshot_lsn);
-    if (route.state === 'streaming') return;
+    if (route.state === 'streaming' || route.state === 'paused') return;
     if (signal?.aborted) throw new SyncctlError('APPLY_FAILED', 'stopped while waiting for a copy');
     await sleep(500, signal);
   }
+}
+
+/**
+ * Why a Relation message no longer fits the mapping: a column the mapping reads was dropped, or
+ * changed type. An added column the mapping does not read is fine (it is staged and ignored).
+ */
+function brokenMapping(resolved: ResolvedTable, relation: RelationMessage): string | undefined {
+  const read = [...new Set([...resolved.columnsRead.values()].flat())];
+  const dropped = read.filter((c) => !relation.columns.some((col) => col.name === c));
+  if (dropped.length > 0) return `source column(s) ${dropped.join(', ')} read by the mapping no longer exist`;
+  const retyped = read.filter((c) => {
+    const now = relation.columns.find((col) => col.name === c)!;
+    const before = resolved.sourceFacts.columns.find((col) => col.name === c);
+    return before !== undefined && before.typeOid !== now.typeOid;
+  });
+  if (retyped.length > 0) return `source column(s) ${retyped.join(', ')} read by the mapping changed type`;
+  return undefined;
 }
 
 function withoutUnchanged(tuple: Tuple): (Buffer | null)[] {
