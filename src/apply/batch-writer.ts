@@ -34,6 +34,13 @@ interface TableState {
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
 const STAGE_FLUSH_BYTES = 4 * 1024 * 1024;
+/**
+ * Apply what is staged once this many changes wait, without committing: a large source
+ * transaction is then applied while it is still arriving instead of all after its commit.
+ * Applying slices in arrival order inside one target transaction gives the same result as one
+ * big batch, and nothing is visible before the commit.
+ */
+const APPLY_EVERY_ROWS = 100_000;
 
 export interface BatchStats {
   rowsApplied: number;
@@ -44,6 +51,8 @@ export class BatchWriter {
   private readonly tables = new Map<string, TableState>();
   private inTransaction = false;
   private seq = 0;
+  private pendingRows = 0;
+  private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
   readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
 
   private readonly client: pg.Client;
@@ -83,7 +92,13 @@ export class BatchWriter {
     for (const v of values) row.push(v);
     state.rows.addRow(row);
     state.staged++;
+    if (++this.pendingRows >= APPLY_EVERY_ROWS) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
+  }
+
+  /** Where the rows being staged come from, for conflicts parked while applying them. */
+  setContext(context: { lsn: string | null; commitTime: string | null }): void {
+    this.context = context;
   }
 
   /** COPY a ready-made text stream (the initial copy) into a table's stage. */
@@ -98,6 +113,7 @@ export class BatchWriter {
   /** Applies everything staged so far, in foreign-key order, inside the open transaction. */
   async applyStaged(context: { lsn: string | null; commitTime: string | null }): Promise<void> {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+    this.pendingRows = 0;
     if (pending.length === 0) return;
     for (const state of pending) {
       await this.copyOut(state);
@@ -145,6 +161,7 @@ export class BatchWriter {
     await this.client.query('ROLLBACK').catch(() => {});
     this.inTransaction = false;
     this.seq = 0;
+    this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.take();
       state.staged = 0;

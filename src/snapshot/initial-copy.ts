@@ -24,8 +24,13 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
 
-/** Blocks per chunk: 8 kB blocks, so about 128 MB of heap per chunk. */
+/** Blocks per chunk: 8 kB blocks, so about 128 MB of heap per chunk. SYNCCTL_COPY_CHUNK_BLOCKS overrides it (tests). */
 const CHUNK_BLOCKS = 16_384;
+
+function chunkBlocks(): number {
+  const configured = Number(process.env['SYNCCTL_COPY_CHUNK_BLOCKS']);
+  return Number.isInteger(configured) && configured > 0 ? configured : CHUNK_BLOCKS;
+}
 const PARALLEL = 2;
 
 export interface CopyProgress {
@@ -159,11 +164,12 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
     await source.close();
   }
   const chunks: Chunk[] = [];
-  if (blocks <= CHUNK_BLOCKS) chunks.push({ index: 0, lower: null, upper: null, done: false });
+  const size = chunkBlocks();
+  if (blocks <= size) chunks.push({ index: 0, lower: null, upper: null, done: false });
   else {
-    for (let start = 0, i = 0; start < blocks; start += CHUNK_BLOCKS, i++) {
+    for (let start = 0, i = 0; start < blocks; start += size, i++) {
       // The last chunk is open-ended: the table may grow while it is copied.
-      const upper = start + CHUNK_BLOCKS >= blocks ? null : start + CHUNK_BLOCKS;
+      const upper = start + size >= blocks ? null : start + size;
       chunks.push({ index: i, lower: start === 0 ? null : start, upper, done: false });
     }
   }

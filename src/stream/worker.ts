@@ -156,7 +156,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
           // Applied before the last checkpoint: the server may send it again after a restart.
           skipping = m.finalLsn < applied;
           inTransaction = true;
-          if (!skipping) await writer.begin();
+          if (!skipping) {
+            await writer.begin();
+            writer.setContext(context());
+          }
           break;
         case 'relation': {
           const r = routes.get(`${m.schema}.${m.name}`);
