@@ -12,7 +12,7 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     target: table.target,
     key: resolved.key,
     columns: table.columns.map((c) => ({ target: c.target, expression: c.expression, reads: resolved.columnsRead.get(c.target) ?? [] })),
-    ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where } : {}),
+    ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where, filterReads: resolved.whereColumnsRead } : {}),
     staged: stagedColumns.map((name) => ({ name, stagingType: resolved.stagingTypes.get(name) ?? 'text' })),
     tracked: table.mode === 'mapped',
   };

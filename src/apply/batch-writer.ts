@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SyncctlError } from '../errors.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
-import { quoteIdent, quoteQualified } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 
@@ -30,6 +30,8 @@ interface TableState {
   created: boolean;
   /** Rows staged in this transaction (in the temp table or still in `rows`). */
   staged: number;
+  /** Some staged write leaves TOAST columns unchanged. */
+  toasted: boolean;
 }
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
@@ -52,6 +54,7 @@ export class BatchWriter {
   private inTransaction = false;
   private seq = 0;
   private pendingRows = 0;
+  private prepared = false;
   private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
   readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
 
@@ -68,7 +71,7 @@ export class BatchWriter {
   }
 
   register(table: BatchTable): void {
-    this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0 });
+    this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false });
   }
 
   has(id: string): boolean {
@@ -77,8 +80,11 @@ export class BatchWriter {
 
   async begin(): Promise<void> {
     if (this.inTransaction) return;
-    await this.client.query('BEGIN');
-    await this.client.query(`SELECT set_config($1, 'on', true)`, [WRITER_SETTING]);
+    // Staging tables live in temp buffers; the default 8 MB would spill every large batch to disk.
+    // temp_buffers can only change before the session first touches a temp table.
+    const prepare = this.prepared ? '' : `SET temp_buffers = '128MB'; `;
+    await this.client.query(`${prepare}BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
+    this.prepared = true;
     this.inTransaction = true;
   }
 
@@ -92,8 +98,30 @@ export class BatchWriter {
     for (const v of values) row.push(v);
     state.rows.addRow(row);
     state.staged++;
+    if (unchanged !== null) state.toasted = true;
     if (++this.pendingRows >= APPLY_EVERY_ROWS) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
+  }
+
+  /**
+   * A key change whose new row leaves TOAST columns unchanged: their values exist only in the
+   * target row under the old key. Applies what is staged (so that row is current), then re-keys
+   * it in place; the D of the old key and the W of the new one are staged after this as usual.
+   * Where it cannot move (no mapped key, or the new key is taken) the W is parked when applied.
+   */
+  async moveKey(id: string, oldValues: readonly (Buffer | null)[], newValues: readonly (Buffer | null)[]): Promise<void> {
+    const state = this.tables.get(id)!;
+    if (!state.statements.moveKey) return;
+    await this.applyStaged(this.context);
+    const text = (values: readonly (Buffer | null)[]) => values.map((v) => (v === null ? null : v.toString('utf8')));
+    await this.client.query('SAVEPOINT syncctl_move');
+    try {
+      await this.client.query(state.statements.moveKey, [text(oldValues), text(newValues)]);
+      await this.client.query('RELEASE SAVEPOINT syncctl_move');
+    } catch {
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_move');
+      await this.client.query('RELEASE SAVEPOINT syncctl_move');
+    }
   }
 
   /** Where the rows being staged come from, for conflicts parked while applying them. */
@@ -115,9 +143,25 @@ export class BatchWriter {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
+    for (const state of pending) await this.copyOut(state);
+    // The usual case in one round trip: every statement of the batch as one simple query, under a
+    // savepoint. Only when the target rejects something do the statements run one by one, and
+    // the failing table's rows one at a time, to park exactly the rows at fault.
+    if (!pending.some((s) => s.toasted)) {
+      await this.client.query('SAVEPOINT syncctl_batch');
+      try {
+        const results = await this.client.query(this.batchSql(pending)) as unknown as pg.QueryResult[] | pg.QueryResult;
+        for (const r of Array.isArray(results) ? results : [results]) if (r.command !== 'SELECT') this.stats.rowsApplied += r.rowCount ?? 0;
+        await this.client.query('RELEASE SAVEPOINT syncctl_batch');
+        for (const state of pending) state.staged = 0;
+        return;
+      } catch {
+        await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
+      }
+    }
     for (const state of pending) {
-      await this.copyOut(state);
       await this.client.query(state.statements.reduce);
+      if (state.toasted) await this.parkIncomputable(state, context);
     }
     // Children's deletes before their parents', parents' writes before their children's.
     for (const state of [...pending].reverse()) await this.run(state, 'delete', context);
@@ -126,7 +170,37 @@ export class BatchWriter {
       if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
       await this.client.query(state.statements.clear);
       state.staged = 0;
+      state.toasted = false;
     }
+  }
+
+  /** The whole batch, in the order the step-by-step path runs it. */
+  private batchSql(pending: readonly TableState[]): string {
+    const statements: string[] = [];
+    for (const state of pending) statements.push(state.statements.reduce);
+    for (const state of [...pending].reverse()) statements.push(state.statements.deleteRows);
+    for (const state of pending) statements.push(state.statements.upsertRows);
+    for (const state of pending) {
+      if (state.statements.forgetLocalChanges) statements.push(state.statements.forgetLocalChanges);
+      statements.push(state.statements.clear);
+    }
+    return statements.join(';\n');
+  }
+
+  /** Writes whose unchanged TOAST values cannot be kept or computed: parked (or the worker stops), never written with NULLs. */
+  private async parkIncomputable(state: TableState, context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+    const { incomputable } = state.statements;
+    if (state.table.onError === 'stop') {
+      const { rows } = await this.client.query<{ key: Record<string, unknown>; reason: string }>(incomputable.find);
+      if (rows[0]) {
+        throw new SyncctlError('APPLY_FAILED', `${this.syncName}.${state.table.tableName}: cannot apply the row with key ${JSON.stringify(rows[0].key)}: ${rows[0].reason}`, {
+          details: { table: state.table.tableName, key: rows[0].key },
+        });
+      }
+      return;
+    }
+    const parked = await this.client.query(incomputable.park, [this.syncName, state.table.tableName, context.lsn, context.commitTime]);
+    this.stats.rowsParked += parked.rowCount ?? 0;
   }
 
   async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
@@ -140,11 +214,12 @@ export class BatchWriter {
   /** Applies what is staged, records the checkpoint and commits: rows and position in one transaction. */
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<void> {
     await this.applyStaged(checkpoint);
+    // One round trip: the checkpoint and the commit (values as literals: a simple query takes no parameters).
     await this.client.query(
-      `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at) VALUES ($1, $2::pg_lsn, $3::timestamptz, now())
-       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now()`,
-      [this.syncName, checkpoint.lsn, checkpoint.commitTime]);
-    await this.client.query('COMMIT');
+      `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
+       VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
+       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now();
+       COMMIT`);
     this.inTransaction = false;
     this.seq = 0;
   }
@@ -163,8 +238,9 @@ export class BatchWriter {
     this.seq = 0;
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
-      state.rows.take();
+      state.rows.takeBlocks();
       state.staged = 0;
+      state.toasted = false;
       // Temp tables created in the rolled-back transaction are gone.
       state.created = false;
     }
@@ -180,10 +256,10 @@ export class BatchWriter {
   private async copyOut(state: TableState): Promise<void> {
     await this.ensureCreated(state);
     if (state.rows.rows === 0) return;
-    const data = state.rows.take();
+    const data = state.rows.takeBlocks();
     const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
     const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
-    await pipeline(Readable.from([data]), sink);
+    await pipeline(Readable.from(data), sink);
   }
 
   private async run(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {

@@ -1,19 +1,22 @@
 /**
  * Builds COPY text-format rows from raw column bytes. pgoutput's text values are exactly what the
  * type's output function wrote, which its input function reads back; only COPY's own special
- * characters need escaping. Values without them are passed through as the same slice.
+ * characters need escaping.
+ *
+ * Rows are written straight into large byte blocks (copied, escaped on the way): no Buffer per
+ * value, and no slice keeping the replication stream's socket chunks alive while rows wait here.
  */
 
 const BACKSLASH = 0x5c;
 const NEWLINE = 0x0a;
 const RETURN = 0x0d;
 const TAB = 0x09;
-const TAB_BUF = Buffer.from('\t');
-const NEWLINE_BUF = Buffer.from('\n');
-const NULL_BUF = Buffer.from('\\N');
+const BLOCK_BYTES = 256 * 1024;
 
 export class CopyTextBuilder {
-  private parts: Buffer[] = [];
+  private blocks: Buffer[] = [];
+  private block: Buffer = Buffer.allocUnsafe(0);
+  private pos = 0;
   private bytes = 0;
   rows = 0;
 
@@ -24,30 +27,86 @@ export class CopyTextBuilder {
   /** Appends one row; `values[i]` null writes SQL NULL. */
   addRow(values: readonly (Buffer | string | null)[]): void {
     for (let i = 0; i < values.length; i++) {
-      if (i > 0) this.push(TAB_BUF);
+      if (i > 0) this.byte(TAB);
       const v = values[i]!;
-      if (v === null) this.push(NULL_BUF);
-      else this.push(escape(typeof v === 'string' ? Buffer.from(v) : v));
+      if (v === null) {
+        this.byte(BACKSLASH);
+        this.byte(0x4e /* N */);
+      } else {
+        this.escaped(typeof v === 'string' ? Buffer.from(v) : v);
+      }
     }
-    this.push(NEWLINE_BUF);
+    this.byte(NEWLINE);
     this.rows++;
   }
 
-  /** Takes what was built and starts empty. */
+  /** Takes what was built (as one buffer) and starts empty. */
   take(): Buffer {
-    const out = Buffer.concat(this.parts, this.bytes);
-    this.parts = [];
+    return Buffer.concat(this.takeBlocks());
+  }
+
+  /** Takes what was built as a list of buffers (no copy) and starts empty. */
+  takeBlocks(): Buffer[] {
+    if (this.pos > 0) this.blocks.push(this.block.subarray(0, this.pos));
+    const out = this.blocks;
+    this.blocks = [];
+    this.block = Buffer.allocUnsafe(0);
+    this.pos = 0;
     this.bytes = 0;
     this.rows = 0;
     return out;
   }
 
-  private push(buf: Buffer): void {
-    this.parts.push(buf);
-    this.bytes += buf.length;
+  /** Room for `n` more bytes in the current block. */
+  private ensure(n: number): void {
+    if (this.pos + n <= this.block.length) return;
+    if (this.pos > 0) this.blocks.push(this.block.subarray(0, this.pos));
+    this.block = Buffer.allocUnsafe(Math.max(BLOCK_BYTES, n));
+    this.pos = 0;
+  }
+
+  private byte(b: number): void {
+    this.ensure(1);
+    this.block[this.pos++] = b;
+    this.bytes++;
+  }
+
+  private escaped(value: Buffer): void {
+    // At most two bytes out per byte in; most values need no escaping and are copied whole.
+    let special = -1;
+    for (let i = 0; i < value.length; i++) {
+      const b = value[i]!;
+      if (b === BACKSLASH || b === NEWLINE || b === RETURN || b === TAB) {
+        special = i;
+        break;
+      }
+    }
+    if (special === -1) {
+      this.ensure(value.length);
+      value.copy(this.block, this.pos);
+      this.pos += value.length;
+      this.bytes += value.length;
+      return;
+    }
+    this.ensure(value.length * 2);
+    const out = this.block;
+    let o = this.pos;
+    value.copy(out, o, 0, special);
+    o += special;
+    for (let i = special; i < value.length; i++) {
+      const b = value[i]!;
+      if (b === BACKSLASH) { out[o++] = BACKSLASH; out[o++] = BACKSLASH; }
+      else if (b === NEWLINE) { out[o++] = BACKSLASH; out[o++] = 0x6e; }
+      else if (b === RETURN) { out[o++] = BACKSLASH; out[o++] = 0x72; }
+      else if (b === TAB) { out[o++] = BACKSLASH; out[o++] = 0x74; }
+      else out[o++] = b;
+    }
+    this.bytes += o - this.pos;
+    this.pos = o;
   }
 }
 
+/** A value escaped for COPY text format; the same slice when nothing needs escaping. */
 export function escape(value: Buffer): Buffer {
   let special = -1;
   for (let i = 0; i < value.length; i++) {
@@ -58,16 +117,8 @@ export function escape(value: Buffer): Buffer {
     }
   }
   if (special === -1) return value;
-  const out = Buffer.allocUnsafe(value.length * 2);
-  value.copy(out, 0, 0, special);
-  let o = special;
-  for (let i = special; i < value.length; i++) {
-    const b = value[i]!;
-    if (b === BACKSLASH) { out[o++] = BACKSLASH; out[o++] = BACKSLASH; }
-    else if (b === NEWLINE) { out[o++] = BACKSLASH; out[o++] = 0x6e; }
-    else if (b === RETURN) { out[o++] = BACKSLASH; out[o++] = 0x72; }
-    else if (b === TAB) { out[o++] = BACKSLASH; out[o++] = 0x74; }
-    else out[o++] = b;
-  }
-  return out.subarray(0, o);
+  const builder = new CopyTextBuilder();
+  builder.addRow([value]);
+  const out = builder.take();
+  return out.subarray(0, out.length - 1);
 }

@@ -34,6 +34,8 @@ export interface ApplyTable {
   readonly columns: readonly { readonly target: string; readonly expression: string; readonly reads: readonly string[] }[];
   /** A row filter the worker evaluates (one the publication could not carry). */
   readonly workerFilter?: string;
+  /** Source columns the worker-evaluated filter reads. */
+  readonly filterReads?: readonly string[];
   /** Columns of the staging table, in the order the stream delivers them. */
   readonly staged: readonly StagedColumn[];
   /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
@@ -48,8 +50,22 @@ export interface ApplyStatements {
   readonly deleteRows: string;
   readonly upsertRows: string;
   readonly updateToasted: string;
+  /**
+   * Writes with unchanged TOAST columns that cannot be applied: a column's mapping (or the row
+   * filter) reads an unchanged column together with changed ones, or the target has no row to
+   * keep the unchanged values from. `park` moves them from the last-change table into
+   * sync_conflicts ($1 sync, $2 table, $3 source LSN, $4 commit time); `find` lists them (key, reason).
+   */
+  readonly incomputable: { readonly park: string; readonly find: string };
+  /**
+   * A key change whose new row leaves TOAST columns unchanged: re-keys the target row in place
+   * ($1 old row, $2 new row, as text[] in staged column order), so that the unchanged values
+   * stay with it; the write staged next then updates its other columns. Undefined when a key
+   * column is not mapped.
+   */
+  readonly moveKey?: string;
   readonly forgetLocalChanges?: string;
-  /** Empties both temp tables for the next batch. */
+  /** Empties both temp tables for the next slice of the same transaction (commit empties them anyway). */
   readonly clear: string;
   /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
   readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
@@ -73,7 +89,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
 
   const createStage = `CREATE TEMP TABLE IF NOT EXISTS ${stage} (` +
     [`${quoteIdent(SEQ)} bigint NOT NULL DEFAULT 0`, `${quoteIdent(OP)} "char" NOT NULL DEFAULT 'W'`, `${quoteIdent(UNCHANGED)} int2[]`,
-      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + ')';
+      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + ') ON COMMIT DELETE ROWS';
   // The mapped, reduced rows: one per target key, the last change wins.
   const mappedColumns = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
@@ -81,7 +97,9 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     `SELECT DISTINCT ON (${keyCols.join(', ')}) * FROM (SELECT ${quoteIdent(SEQ)}, ${quoteIdent(OP)}, ${quoteIdent(UNCHANGED)}, ` +
     `${keep} AS ${quoteIdent(KEEP)}, ${mappedColumns.join(', ')} FROM ${stage}) AS mapped ` +
     `ORDER BY ${keyCols.join(', ')}, ${quoteIdent(SEQ)} DESC`;
-  const createLast = `CREATE TEMP TABLE IF NOT EXISTS ${last} AS ${reduceSelect} WITH NO DATA`;
+  // ON COMMIT DELETE ROWS empties both at every commit by truncating in place; TRUNCATE would give
+  // them new files and write the catalog on every batch.
+  const createLast = `CREATE TEMP TABLE IF NOT EXISTS ${last} ON COMMIT DELETE ROWS AS ${reduceSelect} WITH NO DATA`;
   const reduce = `INSERT INTO ${last} ${reduceSelect}`;
 
   const keyMatch = (alias: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${alias}.${quoteIdent(k)}`).join(' AND ');
@@ -107,6 +125,39 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     ? 'SELECT 1 WHERE false'
     : `UPDATE ${target} AS t SET ${toastedSet.join(', ')} FROM ${last} AS l WHERE ${isToastedWrite} AND ${keyMatch('l')}${extra}`;
 
+  // Unchanged TOAST values are not in the stream: a column that reads one of them together with a
+  // changed column (or a filter reading one) cannot be computed without the old row.
+  const positionsOf = (names: readonly string[]) => names.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
+  const overlaps = (reads: readonly number[]) => `l.${quoteIdent(UNCHANGED)} && '{${reads.join(',')}}'::int2[]`;
+  const partialColumns = nonKey.map((c) => positionsOf(c.reads)).filter((reads) => reads.length > 0)
+    .map((reads) => `(${overlaps(reads)} AND NOT l.${quoteIdent(UNCHANGED)} @> '{${reads.join(',')}}'::int2[])`);
+  const filterReads = table.workerFilter !== undefined ? positionsOf(table.filterReads ?? []) : [];
+  const missingRow = `NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${keyMatch('l')})`;
+  // The filter's verdict (keep) is unknown when it read an unchanged column; the rest only matters for rows kept.
+  const incomputable = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(UNCHANGED)} IS NOT NULL AND (` +
+    [...(filterReads.length > 0 ? [overlaps(filterReads)] : []), `(l.${quoteIdent(KEEP)} AND (${[missingRow, ...partialColumns].join(' OR ')}))`].join(' OR ') + ')';
+  const unchangedNames = `array_to_string(ARRAY(SELECT (ARRAY[${table.staged.map((c) => quoteLiteral(c.name)).join(', ')}]::text[])[p] ` +
+    `FROM unnest(l.${quoteIdent(UNCHANGED)}) AS p), ', ')`;
+  const reason = `CASE WHEN ${missingRow} THEN 'the update leaves TOAST column(s) ' || ${unchangedNames} || ' unchanged, which the stream does not carry, ` +
+    `and the target has no row with this key to keep them from' ELSE 'the mapping or row filter reads TOAST column(s) ' || ${unchangedNames} || ` +
+    `' that the update left unchanged, together with changed columns; the stream does not carry unchanged TOAST values: set ` +
+    `replicaIdentity: ''full'' on this table so that updates log the whole old row' END`;
+  const keyJson = `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
+  const internals = `ARRAY[${[SEQ, OP, UNCHANGED, KEEP].map(quoteLiteral).join(', ')}]`;
+  const park = `WITH bad AS (DELETE FROM ${last} AS l WHERE ${incomputable} RETURNING l.*, ${keyJson} AS "syncctl$key", ${reason} AS "syncctl$reason") ` +
+    `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
+    `SELECT $1, $2, 'apply_error', b."syncctl$key", to_jsonb(b) - ${internals} - 'syncctl$key' - 'syncctl$reason', $3::pg_lsn, $4::timestamptz, ` +
+    `'source-wins', 'pending', b."syncctl$reason" FROM bad AS b`;
+  const find = `SELECT ${keyJson} AS key, ${reason} AS reason FROM ${last} AS l WHERE ${incomputable} ORDER BY l.${quoteIdent(SEQ)}`;
+
+  const keyExpressions = table.key.map((k) => table.columns.find((c) => c.target === k));
+  const rowFrom = (param: string) => `(SELECT ${table.staged.map((c, i) => `(${param}::text[])[${i + 1}]::${c.stagingType} AS ${quoteIdent(c.name)}`).join(', ')})`;
+  const mappedKey = (param: string) => `(SELECT ${keyExpressions.map((c) => `(${c!.expression}) AS ${quoteIdent(c!.target)}`).join(', ')} FROM ${rowFrom(param)} AS s)`;
+  const moveKey = keyExpressions.every((c) => c !== undefined) && table.staged.length > 0
+    ? `UPDATE ${target} AS t SET ${keyCols.map((k) => `${k} = n.${k}`).join(', ')} FROM ${mappedKey('$2')} AS n, ${mappedKey('$1')} AS o ` +
+      `WHERE ${table.key.map((k) => `t.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ')}`
+    : undefined;
+
   const forgetLocalChanges = table.tracked
     ? `DELETE FROM syncctl.local_changes AS c USING ${last} AS l WHERE c.target_table = ${quoteLiteral(`${table.target.schema}.${table.target.name}`)} ` +
       `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`
@@ -120,8 +171,10 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     deleteRows: deleteRows(''),
     upsertRows: upsertRows(''),
     updateToasted: updateToasted(''),
+    incomputable: { park, find },
+    ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
-    clear: `TRUNCATE ${stage}, ${last}`,
+    clear: `DELETE FROM ${stage}; DELETE FROM ${last}`,
     perRow: { deleteRows: deleteRows(byCtid), upsertRows: upsertRows(byCtid), updateToasted: updateToasted(byCtid) },
   };
 }

@@ -35,6 +35,8 @@ export interface ResolvedTable {
   readonly decision: SourceTableDecision;
   /** Target column -> the source columns its expression reads (mapped tables). */
   readonly columnsRead: ReadonlyMap<string, readonly string[]>;
+  /** Source columns the row filter reads (mapped tables). */
+  readonly whereColumnsRead: readonly string[];
   /** Source column -> the type it is staged as in the target. */
   readonly stagingTypes: ReadonlyMap<string, string>;
   readonly sourceFacts: TableFacts;
@@ -113,7 +115,7 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
     if (decision.filterReason) notes.push(`${sync.name}.${table.name}: ${decision.filterReason}`);
     decisions.set(table.name, decision);
     resolved.set(table.name, {
-      table, key: checked.key, decision, columnsRead: checked.mapping?.columnsRead ?? new Map(),
+      table, key: checked.key, decision, columnsRead: checked.mapping?.columnsRead ?? new Map(), whereColumnsRead: checked.whereColumnsRead,
       stagingTypes: checked.mapping?.stagingTypes ?? new Map(), sourceFacts, targetFacts,
     });
   }

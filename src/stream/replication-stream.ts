@@ -17,6 +17,8 @@ const copyBoth = (createRequire(import.meta.url)('pg-copy-streams') as { both(te
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
 const FEEDBACK_INTERVAL_MS = 5_000;
+/** Put at the head of the read queue by interrupt(). */
+const INTERRUPT = Buffer.alloc(0);
 
 export interface XLogData {
   /** Start of this WAL data. */
@@ -47,6 +49,8 @@ export class ReplicationStream {
   private idle = true;
   private timer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
+  /** Set by interrupt(): messages() ends at once, the connection stays open for a last confirm. */
+  private interrupted = false;
 
   private constructor(client: pg.Client, duplex: Duplex & pg.Submittable, start: Lsn) {
     this.client = client;
@@ -90,7 +94,15 @@ export class ReplicationStream {
    * passed on so that a caller holding a finished batch can commit it. Ends when the stream closes.
    */
   async *messages(): AsyncGenerator<XLogData> {
-    for await (const chunk of this.duplex as AsyncIterable<Buffer>) {
+    // Iterated by hand: leaving a for-await loop early would destroy the duplex (and with it the
+    // last confirm). interrupt() puts a sentinel at the head of the read queue instead.
+    const iterator = (this.duplex as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    for (;;) {
+      if (this.interrupted) return;
+      const next = await iterator.next();
+      if (next.done) break;
+      const chunk = next.value;
+      if (chunk === INTERRUPT) return;
       const kind = chunk[0];
       if (kind === 0x77 /* w */) {
         const walStart = chunk.readBigUInt64BE(1);
@@ -109,6 +121,16 @@ export class ReplicationStream {
       }
     }
     if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Ends messages() at once, without waiting for the next frame, and keeps the connection open:
+   * the caller can still commit what it holds, confirm() it, then close().
+   */
+  interrupt(): void {
+    if (this.interrupted) return;
+    this.interrupted = true;
+    if (!this.duplex.readableEnded && !this.duplex.destroyed) this.duplex.unshift(INTERRUPT);
   }
 
   /**

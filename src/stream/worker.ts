@@ -79,11 +79,12 @@ async function runSession(options: WorkerOptions): Promise<void> {
   let target: Connection | undefined;
   let stream: ReplicationStream | undefined;
   // SIGTERM inside a source transaction lets it reach its commit (for 10 s at most); outside one,
-  // the stream closes at once.
+  // reading stops at once. The connection stays open until the batch held is committed and
+  // confirmed, so the slot's confirmed position is the checkpoint.
   let inTransaction = false;
   const onAbort = () => {
-    if (!inTransaction) void stream?.close();
-    else setTimeout(() => void stream?.close(), 10_000).unref();
+    if (!inTransaction) stream?.interrupt();
+    else setTimeout(() => stream?.interrupt(), 10_000).unref();
   };
   try {
     target = await connect('target', sync.targetUrl, 'syncctl run');
@@ -133,8 +134,15 @@ async function runSession(options: WorkerOptions): Promise<void> {
       lastCommit = undefined;
       batchStarted = undefined;
     };
+    /** Relations announced that are not in the spec: an error once a change of theirs arrives. */
+    const unknown = new Map<number, string>();
     const route = async (relationId: number): Promise<Route | undefined> => {
       const r = byRelation.get(relationId);
+      const name = r ? undefined : unknown.get(relationId);
+      if (name !== undefined && !skipping) {
+        throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} is published but not in the loaded spec; ` +
+          'restart the worker after syncctl apply so it loads the new spec');
+      }
       // A paused table's changes are dropped: it is copied again once its mapping fits (syncctl plan says how).
       if (!r || skipping || r.state === 'paused' || finalLsn < r.snapshotLsn) return undefined;
       if (r.state !== 'streaming') await waitUntilStreaming(target!, sync, r, options.signal);
@@ -164,9 +172,12 @@ async function runSession(options: WorkerOptions): Promise<void> {
         case 'relation': {
           const r = routes.get(`${m.schema}.${m.name}`);
           if (!r) {
-            throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${m.schema}.${m.name} is published but not in the loaded spec; ` +
-              'restart the worker after syncctl apply so it loads the new spec');
+            // Not necessarily an error: for a partition published through its root, pgoutput sends
+            // the root's Relation and then the partition's own, but changes name the root.
+            unknown.set(m.relationId, `${m.schema}.${m.name}`);
+            break;
           }
+          unknown.delete(m.relationId);
           byRelation.set(m.relationId, r);
           const broken = brokenMapping(r.resolved, m);
           if (broken) {
@@ -198,8 +209,11 @@ async function runSession(options: WorkerOptions): Promise<void> {
           if (!r) break;
           // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
           // unless the new row, staged after it, writes the same key again.
-          if (m.oldTuple) await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
           const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
+          // The key changed and some TOAST values did not: they exist only in the target row under
+          // the old key, so that row moves to the new key before the new values are applied.
+          if (m.oldKind === 'K' && unchanged) await writer.moveKey(r.id, withoutUnchanged(m.oldTuple!), values);
+          if (m.oldTuple) await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
           await writer.stage(r.id, 'W', unchanged, values);
           staged++;
           break;
