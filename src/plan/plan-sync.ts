@@ -160,6 +160,21 @@ async function checkMappedTable(
   const analysis = await analyzeMapping(target, sync, table, sourceFacts, targetFacts);
   for (const p of analysis.problems) at(p.path!.slice(`tables.${table.name}.`.length), p.message);
   if (keyProblem || analysis.problems.length > 0) return undefined;
+  // Generated source columns are not in the stream (syncctl publishes stored columns only), nor
+  // in the copy, which reads what the stream carries: a mapping cannot read them.
+  const generated = new Set(sourceFacts.columns.filter((c) => c.generated).map((c) => c.name));
+  let readsGenerated = false;
+  const generatedProblem = (path: string, reads: readonly string[]) => {
+    const names = reads.filter((c) => generated.has(c));
+    if (names.length === 0) return;
+    readsGenerated = true;
+    at(path, `reads generated source column(s) ${names.join(', ')} of ${formatQualifiedName(table.source)}: generated columns are not ` +
+      `replicated (Postgres before 18 cannot publish them, and syncctl does not); compute the value in the mapping from the columns ` +
+      `${names.length === 1 ? 'it is' : 'they are'} generated from`);
+  };
+  for (const [column, reads] of analysis.columnsRead) generatedProblem(`columns.${column}`, reads);
+  generatedProblem('where', analysis.whereColumnsRead);
+  if (readsGenerated) return undefined;
   return {
     key: table.key,
     keyColumnsRead: analysis.keyColumnsRead,

@@ -1,0 +1,168 @@
+/**
+ * The two contestants behind one interface: native logical replication (publication +
+ * subscription) and syncctl (apply = provisioning + initial copy; the worker as a child process).
+ * Each one knows how to reach "streaming, caught up", pause and resume its apply side, report
+ * its applied position on the target, and tear itself down leaving no slot behind.
+ */
+import { destroyAll, applyAll } from '../src/plan/reconcile.ts';
+import type { LoadedSync } from '../src/spec/loaded-sync.ts';
+import { now, sleep, type Db } from './db.ts';
+import { PGBENCH_TABLES } from './specs.ts';
+import { WorkerProcess } from './worker-process.ts';
+
+export type ContestantName = 'native' | 'syncctl';
+
+export interface Contestant {
+  readonly name: ContestantName;
+  /** application_name of its walsender on the source. */
+  readonly walsenderApp: string;
+  /**
+   * One row: server time (s), applied LSN (number), xact_start (s) of its apply transaction on
+   * the target if one is open, else null.
+   */
+  readonly progressSql: string;
+  /** Appliedness as (server time, LSN) only: what the lag sampler reads. */
+  readonly appliedSql: string;
+  /** Provision and copy (timed by the caller), ending with the apply side streaming. */
+  setup(): Promise<void>;
+  /** Stop applying (the slot keeps the WAL). */
+  pause(): Promise<void>;
+  /** Start applying again; returns the wall-clock start time. */
+  resume(): Promise<number>;
+  teardown(): Promise<void>;
+}
+
+export interface ContestantContext {
+  readonly src: Db;
+  readonly tgt: Db;
+  readonly major: number;
+  readonly sourceConnInfo: string;
+  readonly nativeStreaming: string;
+  readonly say: (line: string) => void;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+export const NATIVE_PUB = 'bench_native';
+const NATIVE_SUB = 'bench_sub';
+const NATIVE_ORIGIN_LSN = `coalesce((SELECT remote_lsn - '0/0' FROM pg_replication_origin_status
+   WHERE external_id = (SELECT 'pg_' || oid FROM pg_subscription WHERE subname = '${NATIVE_SUB}')), 0)::float8`;
+const NATIVE_WORKERS = `backend_type LIKE 'logical replication %worker'`;
+
+export class NativeContestant implements Contestant {
+  readonly name = 'native' as const;
+  readonly walsenderApp = NATIVE_SUB;
+  readonly appliedSql = `SELECT extract(epoch from clock_timestamp())::float8, ${NATIVE_ORIGIN_LSN}`;
+  readonly progressSql = `SELECT extract(epoch from clock_timestamp())::float8, ${NATIVE_ORIGIN_LSN},
+    (SELECT extract(epoch from min(xact_start))::float8 FROM pg_stat_activity WHERE ${NATIVE_WORKERS} AND xact_start IS NOT NULL)`;
+  private readonly ctx: ContestantContext;
+  /** PG 15's launcher starts workers at most once per wal_retrieve_retry_interval (5 s). */
+  private lastWorkerStart = 0;
+
+  constructor(ctx: ContestantContext) {
+    this.ctx = ctx;
+  }
+
+  private async launcherGuard(): Promise<void> {
+    if (this.ctx.major >= 16) return; // 16+: per-subscription start times, forgotten on a clean exit
+    const wait = this.lastWorkerStart + 5.5 - now();
+    if (wait > 0) await sleep(wait * 1000);
+  }
+
+  async setup(): Promise<void> {
+    await this.launcherGuard();
+    this.lastWorkerStart = now();
+    const { tgt } = this.ctx;
+    await tgt.exec(`CREATE SUBSCRIPTION ${NATIVE_SUB} CONNECTION '${this.ctx.sourceConnInfo}' PUBLICATION ${NATIVE_PUB}
+      WITH (copy_data = true, streaming = ${this.ctx.nativeStreaming}, binary = false, synchronous_commit = off)`);
+    await waitFor('native initial sync (all tables ready)', async () => {
+      const r = await tgt.rows<{ n: string; pending: string }>(
+        `SELECT count(*) AS n, count(*) FILTER (WHERE srsubstate <> 'r') AS pending FROM pg_subscription_rel
+          WHERE srsubid = (SELECT oid FROM pg_subscription WHERE subname = '${NATIVE_SUB}')`);
+      return Number(r[0]!.n) === PGBENCH_TABLES.length && Number(r[0]!.pending) === 0;
+    }, 1_800_000);
+  }
+
+  async pause(): Promise<void> {
+    const { src, tgt } = this.ctx;
+    await tgt.exec(`ALTER SUBSCRIPTION ${NATIVE_SUB} DISABLE`);
+    await waitFor('native apply worker and walsender to stop', async () =>
+      (await tgt.number(`SELECT count(*) FROM pg_stat_activity WHERE ${NATIVE_WORKERS}`)) === 0 &&
+      (await src.number(`SELECT count(*) FROM pg_stat_replication WHERE application_name = '${NATIVE_SUB}'`)) === 0);
+  }
+
+  async resume(): Promise<number> {
+    await this.launcherGuard();
+    const t0 = now();
+    this.lastWorkerStart = t0;
+    await this.ctx.tgt.exec(`ALTER SUBSCRIPTION ${NATIVE_SUB} ENABLE`);
+    return t0;
+  }
+
+  async teardown(): Promise<void> {
+    await this.ctx.tgt.exec(`DROP SUBSCRIPTION IF EXISTS ${NATIVE_SUB}`);
+  }
+}
+
+export interface SyncctlContext extends ContestantContext {
+  readonly identSyncs: readonly LoadedSync[];
+  readonly identDir: string;
+  readonly workerEnv: Record<string, string>;
+  readonly workerLog: () => string;
+}
+
+export class SyncctlContestant implements Contestant {
+  readonly name = 'syncctl' as const;
+  readonly walsenderApp: string;
+  readonly appliedSql: string;
+  readonly progressSql: string;
+  worker: WorkerProcess | undefined;
+  private readonly ctx: SyncctlContext;
+
+  constructor(ctx: SyncctlContext) {
+    this.ctx = ctx;
+    const sync = ctx.identSyncs[0]!.name;
+    this.walsenderApp = `syncctl syncctl_${sync}`;
+    const applied = `coalesce((SELECT commit_lsn - '0/0' FROM syncctl.checkpoints WHERE sync_name = '${sync}'), 0)::float8`;
+    this.appliedSql = `SELECT extract(epoch from clock_timestamp())::float8, ${applied}`;
+    this.progressSql = `SELECT extract(epoch from clock_timestamp())::float8, ${applied},
+      (SELECT extract(epoch from min(xact_start))::float8 FROM pg_stat_activity
+        WHERE application_name = 'syncctl run' AND backend_type = 'client backend' AND xact_start IS NOT NULL)`;
+  }
+
+  /** The initial copy alone (timed by the caller); the worker starts in startWorker(). */
+  async setup(): Promise<void> {
+    await applyAll(this.ctx.identSyncs, { allowDestroy: true });
+  }
+
+  async startWorker(): Promise<WorkerProcess> {
+    this.worker = WorkerProcess.start(this.ctx.identDir, this.ctx.workerEnv, this.ctx.workerLog());
+    await this.worker.waitStreaming();
+    return this.worker;
+  }
+
+  async pause(): Promise<void> {
+    await this.worker?.stop();
+    this.worker = undefined;
+    await waitFor('syncctl walsender to stop', async () =>
+      (await this.ctx.src.number(`SELECT count(*) FROM pg_stat_replication WHERE application_name = $1`, [this.walsenderApp])) === 0);
+  }
+
+  async resume(): Promise<number> {
+    const t0 = now();
+    this.worker = WorkerProcess.start(this.ctx.identDir, this.ctx.workerEnv, this.ctx.workerLog());
+    return t0;
+  }
+
+  async teardown(): Promise<void> {
+    await this.worker?.stop();
+    this.worker = undefined;
+    await destroyAll(this.ctx.identSyncs, { allowDestroy: true });
+  }
+}

@@ -1,0 +1,108 @@
+/** Collected figures, the comparison table and bench/RESULTS.md. */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ContestantName } from './contestants.ts';
+import { max, median, min } from './stats.ts';
+
+export type Better = 'higher' | 'lower' | 'none';
+
+interface Metric {
+  readonly scenario: string;
+  readonly metric: string;
+  readonly unit: string;
+  readonly better: Better;
+  readonly values: Record<ContestantName, number[]>;
+  /** Overrides the contestant names in the table for this row (e.g. pg_recvlogical). */
+  readonly labels?: Partial<Record<ContestantName, string>>;
+}
+
+export class Results {
+  private readonly metrics = new Map<string, Metric>();
+
+  add(scenario: string, metric: string, who: ContestantName, value: number, unit: string, better: Better,
+    labels?: Partial<Record<ContestantName, string>>): void {
+    const id = `${scenario}\u0000${metric}`;
+    let m = this.metrics.get(id);
+    if (!m) {
+      m = { scenario, metric, unit, better, values: { native: [], syncctl: [] }, ...(labels ? { labels } : {}) };
+      this.metrics.set(id, m);
+    }
+    m.values[who].push(value);
+  }
+
+  toJSON(): unknown {
+    return [...this.metrics.values()];
+  }
+
+  /** The markdown table: median [min–max] per contestant and the ratio (> 1 = syncctl better). */
+  table(): string {
+    const lines = [
+      '| scenario | metric | native median [min–max] | syncctl median [min–max] | ratio (> 1 = syncctl better) |',
+      '|---|---|---:|---:|---:|',
+    ];
+    // By scenario letter, then in the order the figures were first recorded.
+    const ordered = [...this.metrics.values()].map((m, i) => ({ m, i }))
+      .sort((a, b) => a.m.scenario.slice(0, 2).localeCompare(b.m.scenario.slice(0, 2)) || a.i - b.i).map(({ m }) => m);
+    for (const m of ordered) {
+      const cell = (who: ContestantName) => {
+        const v = m.values[who];
+        if (v.length === 0) return '—';
+        const prefix = m.labels?.[who] ? `${m.labels[who]}: ` : '';
+        return `${prefix}${fmt(median(v), m.unit)} [${fmt(min(v), m.unit)}–${fmt(max(v), m.unit)}]`;
+      };
+      const unit = m.metric.includes(m.unit) ? '' : ` (${m.unit})`;
+      lines.push(`| ${m.scenario} | ${m.metric}${unit}${arrow(m.better)} | ${cell('native')} | ${cell('syncctl')} | ${ratio(m)} |`);
+    }
+    return lines.join('\n');
+  }
+}
+
+function arrow(better: Better): string {
+  return better === 'higher' ? ' ↑' : better === 'lower' ? ' ↓' : '';
+}
+
+function ratio(m: Metric): string {
+  if (m.better === 'none' || m.values.native.length === 0 || m.values.syncctl.length === 0) return '—';
+  const n = median(m.values.native);
+  const s = median(m.values.syncctl);
+  const r = m.better === 'higher' ? s / n : n / s;
+  if (!Number.isFinite(r)) return n === s ? '1.00' : (r > 0 ? '∞' : '—');
+  return `**${r.toFixed(2)}×**`;
+}
+
+export function fmt(v: number, unit: string): string {
+  if (!Number.isFinite(v)) return 'n/a';
+  if (unit.endsWith('/s')) {
+    if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(2)} M`;
+    if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(0)} k`;
+    if (Math.abs(v) >= 1e3) return `${(v / 1e3).toFixed(1)} k`;
+    return v.toFixed(0);
+  }
+  if (unit === 's') return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+  if (unit === 'ms') return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+  if (unit === 'MB') return v.toFixed(0);
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+/**
+ * Replaces this mode's section of RESULTS.md (full and quick runs keep one section each), or
+ * appends it; the rest of the file stays.
+ */
+export function writeResultsFile(file: string, mode: string, section: string): void {
+  const start = `<!-- bench:${mode}:start -->`;
+  const end = `<!-- bench:${mode}:end -->`;
+  const block = `${start}\n${section.trim()}\n${end}`;
+  let text = existsSync(file) ? readFileSync(file, 'utf8') : '# syncctl benchmark results\n\n' +
+    'Written by `npm run bench` (section "full") and `npm run bench:quick` (section "quick"); each run replaces its own section.\n' +
+    'The method is described under "How each number is measured" in each section.\n';
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  if (i >= 0 && j > i) text = text.slice(0, i) + block + text.slice(j + end.length);
+  else {
+    // The full run's section first.
+    if (mode === 'full') {
+      const q = text.indexOf('<!-- bench:quick:start -->');
+      text = q >= 0 ? `${text.slice(0, q)}${block}\n\n${text.slice(q)}` : `${text.trimEnd()}\n\n${block}\n`;
+    } else text = `${text.trimEnd()}\n\n${block}\n`;
+  }
+  writeFileSync(file, text);
+}

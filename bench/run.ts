@@ -1,0 +1,750 @@
+/**
+ * `npm run bench` / `npm run bench:quick`: syncctl against native logical replication, side by
+ * side in one run, on two throw-away Postgres servers started here (same version and settings for
+ * both contestants). Each repetition runs both contestants, alternating which goes first, on the
+ * same data; the table gives medians, min–max and the ratio oriented so that > 1 = syncctl better.
+ * The run is recorded in bench/RESULTS.md (its own section per mode); raw samples, CPU accounting
+ * and worker logs go to bench/out/<time>-<mode>/.
+ *
+ * Knobs (env): PG_MAJOR (18), REPS (3), SCALE (10; quick 1), BACKLOG_TX (150000; quick 8000),
+ * LIVE_SECONDS (30; quick 10), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
+ * in the first native round), NATIVE_STREAMING (off), ONLY ("a b c d f": scenarios to run),
+ * BENCH_PGBIN (directory of pgbench and pg_recvlogical).
+ */
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startLocalCluster, type LocalCluster, type PostgresMajor } from '../src/embedded/local-cluster.ts';
+import { applyAll, destroyAll } from '../src/plan/reconcile.ts';
+import { loadSpecs } from '../src/spec/load-specs.ts';
+import type { LoadedSync } from '../src/spec/loaded-sync.ts';
+import { NATIVE_PUB, NativeContestant, SyncctlContestant, type Contestant, type ContestantName } from './contestants.ts';
+import { CpuWindow, formatCores, postmasterPid } from './cpu.ts';
+import { Db, now, sleep } from './db.ts';
+import { LagProbe, timeLags } from './lag.ts';
+import { fmt, Results, writeResultsFile } from './report.ts';
+import { IDENT_SYNC, MAPPED_TARGET_DDL, PGBENCH_TABLES, SOURCE_ENV, TARGET_ENV, writeSpecs } from './specs.ts';
+import { percentile } from './stats.ts';
+import { ensureTools, type Tools } from './tools.ts';
+import { childLabels, killAllChildren, track } from './worker-process.ts';
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const QUICK = process.argv.includes('--quick') || process.env['BENCH_QUICK'] === '1';
+const MODE = QUICK ? 'quick' : 'full';
+
+function envNumber(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${v}`);
+  return n;
+}
+
+const CONFIG = {
+  major: envNumber('PG_MAJOR', 18) as PostgresMajor,
+  reps: envNumber('REPS', 3),
+  scale: envNumber('SCALE', QUICK ? 1 : 10),
+  backlogTx: envNumber('BACKLOG_TX', QUICK ? 2_000 : 150_000),
+  liveSeconds: envNumber('LIVE_SECONDS', QUICK ? 5 : 30),
+  fixedRate: process.env['PGBENCH_RATE'] ? envNumber('PGBENCH_RATE', 0) : undefined,
+  rateFraction: 0.8,
+  calibrateSeconds: QUICK ? 2 : 10,
+  clients: 4,
+  threads: 2,
+  nativeStreaming: process.env['NATIVE_STREAMING'] ?? 'off',
+  only: new Set((process.env['ONLY'] ?? 'a b c d f').split(/[\s,]+/).filter(Boolean)),
+  pollMs: 10,
+  /** (d): how long to wait for catch-up after the load before giving up on that repetition. */
+  catchUpTimeoutS: envNumber('CATCH_UP_TIMEOUT', QUICK ? 3 : 60),
+};
+const ROWS = CONFIG.scale * 100_000;
+const ROWS_TEXT = ROWS >= 1e6 ? `${ROWS / 1e6}M` : `${ROWS / 1e3}k`;
+const want = (s: string) => CONFIG.only.has(s);
+
+/** Server settings, the same for both servers and both contestants (the reference's, durable defaults restored). */
+const SERVER_SETTINGS: Record<string, string | number> = {
+  fsync: 'on',
+  synchronous_commit: 'on',
+  full_page_writes: 'on',
+  shared_buffers: '512MB',
+  max_wal_size: '4GB',
+  autovacuum: 'off',
+  max_replication_slots: 10,
+  max_wal_senders: 10,
+};
+
+// ------------------------------------------------------------------------------------------
+// Logging
+
+const started = now();
+const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+const OUT = path.join(BENCH_DIR, 'out', `${stamp}-${MODE}`);
+mkdirSync(OUT, { recursive: true });
+const DETAILS = path.join(OUT, 'details.log');
+
+function say(line: string): void {
+  const t = now() - started;
+  const text = `[${String(Math.floor(t / 60)).padStart(2, '0')}:${(t % 60).toFixed(1).padStart(4, '0')}] ${line}`;
+  process.stderr.write(`${text}\n`);
+  appendFileSync(DETAILS, `${text}\n`);
+}
+
+// ------------------------------------------------------------------------------------------
+// Context
+
+interface Bench {
+  readonly tools: Tools;
+  readonly source: LocalCluster;
+  readonly target: LocalCluster;
+  readonly src: Db;
+  readonly tgt: Db;
+  /** Extra source / target connections for the samplers. */
+  readonly srcDense: Db;
+  readonly srcReplay: Db;
+  readonly tgtPoll: Db;
+  readonly tgtPoll2: Db;
+  readonly native: NativeContestant;
+  readonly syncctl: SyncctlContestant;
+  readonly mappedSyncs: readonly LoadedSync[];
+  readonly results: Results;
+  readonly cpuNotes: Map<string, string>;
+  readonly waitNotes: Map<string, string[]>;
+  /** CPU used outside this benchmark (other processes on the machine) per measured window: [cores, seconds]. */
+  readonly outside: [number, number, number][];
+  readonly warnings: string[];
+  readonly notes: string[];
+  rate: number | undefined;
+  readonly cpu: () => CpuWindow;
+}
+
+async function checkpointBoth(b: Bench): Promise<void> {
+  await Promise.all([b.src.exec('CHECKPOINT'), b.tgt.exec('CHECKPOINT')]);
+}
+
+/** A tiny replicated transaction; returns the insert LSN read just before its COMMIT. */
+async function markerTxn(b: Bench): Promise<number> {
+  await b.src.exec('BEGIN');
+  try {
+    await b.src.exec('UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1');
+    const x = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
+    await b.src.exec('COMMIT');
+    return x;
+  } catch (error) {
+    await b.src.exec('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
+interface Caught {
+  /** Server time at the poll that saw the position past X. */
+  readonly at: number;
+  /** xact_start of the contestant's apply transaction seen last before that (≥ `since`), if any. */
+  readonly applyStart: number | undefined;
+}
+
+class CatchUpTimeout extends Error {
+  readonly at: number;
+  constructor(message: string, at: number) {
+    super(message);
+    this.at = at;
+  }
+}
+
+/** Polls (every 10 ms, autocommit: no snapshot held) until the contestant's applied LSN is > x. */
+async function waitApplied(b: Bench, c: Contestant, x: number, opts: { since?: number; timeoutS?: number } = {}): Promise<Caught> {
+  const deadline = Date.now() + (opts.timeoutS ?? 1800) * 1000;
+  let applyStart: number | undefined;
+  for (;;) {
+    const r = await b.tgtPoll.client.query({ text: c.progressSql, rowMode: 'array' });
+    const [t, lsn, xs] = r.rows[0] as [number, number, number | null];
+    if (xs !== null && (opts.since === undefined || xs >= opts.since - 1)) applyStart = Number(xs);
+    if (Number(lsn) > x) return { at: Number(t), applyStart };
+    if (Date.now() > deadline) throw new CatchUpTimeout(`${c.name} did not catch up with ${x} in ${opts.timeoutS ?? 1800} s (at ${lsn})`, Number(lsn));
+    if (c instanceof SyncctlContestant) c.worker?.assertAlive();
+    await sleep(CONFIG.pollMs);
+  }
+}
+
+async function runPgbench(b: Bench, args: string[]): Promise<{ output: string; tps: number; ntx: number }> {
+  const child = track(spawn(b.tools.pgbench, [...args, '-h', b.source.host, '-p', String(b.source.port), '-U', 'postgres', 'postgres'], {
+    env: { ...process.env, PGPASSWORD: b.source.password }, stdio: ['ignore', 'pipe', 'pipe'],
+  }));
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  if (code !== 0) throw new Error(`pgbench ${args.join(' ')} failed (${code}):\n${output}`);
+  const tps = Number(/^tps = ([\d.]+)/m.exec(output)?.[1] ?? Number.NaN);
+  const ntx = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1] ?? Number.NaN);
+  return { output, tps, ntx };
+}
+
+async function sameData(b: Bench, what: string, who: string): Promise<void> {
+  const q = `SELECT concat_ws(' ', (SELECT count(*) FROM pgbench_accounts), (SELECT sum(abalance) FROM pgbench_accounts),
+    (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers))`;
+  const [s, t] = await Promise.all([b.src.value(q), b.tgt.value(q)]);
+  if (s !== t) {
+    const w = `${who} ${what}: target differs from source (count, sum(abalance), sum(bbalance), sum(tbalance)): source ${s}, target ${t}`;
+    b.warnings.push(w);
+    say(`WARNING ${w}`);
+  }
+}
+
+async function cpuNote(b: Bench, key: string, window: CpuWindow): Promise<string> {
+  const r = await window.end();
+  const text = `${formatCores(r.cores)} (over ${r.seconds.toFixed(1)} s; ${r.machine})`;
+  b.cpuNotes.set(key, text);
+  b.waitNotes.set(key, r.waits);
+  b.outside.push([r.outside, r.seconds, r.steal]);
+  say(`    cpu ${key}: ${text}`);
+  for (const w of r.waits) say(`      waits ${w}`);
+  return text;
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenarios
+
+/**
+ * Same starting state for every contestant: empty target tables, packed source table, vacuumed
+ * catalogs on both sides (autovacuum is off, so catalog churn of a previous round, e.g. temp
+ * tables, would otherwise slow the next one), fresh checkpoints.
+ */
+async function resetTarget(b: Bench): Promise<void> {
+  await b.tgt.exec('TRUNCATE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history');
+  await b.src.exec('TRUNCATE pgbench_history');
+  await b.src.exec('VACUUM FULL pgbench_accounts');
+  await b.src.exec('VACUUM');
+  await b.tgt.exec('VACUUM FULL pgbench_accounts, pgbench_branches, pgbench_tellers');
+  await b.tgt.exec('VACUUM');
+  await checkpointBoth(b);
+}
+
+/** Catalog churn on the target (pg_class updates and dead rows): temp-table churn shows here. */
+async function catalogChurn(b: Bench, what: string): Promise<void> {
+  const r = await b.tgt.value(`SELECT format('pg_class: %s updates, %s dead rows, %s live; pg_attribute %s dead; pg_type %s dead',
+      c.n_tup_upd, c.n_dead_tup, c.n_live_tup, (SELECT n_dead_tup FROM pg_stat_sys_tables WHERE relname = 'pg_attribute'),
+      (SELECT n_dead_tup FROM pg_stat_sys_tables WHERE relname = 'pg_type'))
+    FROM pg_stat_sys_tables c WHERE c.relname = 'pg_class'`);
+  say(`    target catalogs after ${what}: ${r}`);
+}
+
+const MAPPED_ROW = 'a. initial copy, syncctl with mapping (native: identity)';
+
+/** (a) initial copy with identity mapping; leaves the contestant streaming. */
+async function scenarioA(b: Bench, c: Contestant): Promise<void> {
+  await resetTarget(b);
+  const cpu = b.cpu();
+  await cpu.begin();
+  const t0 = now();
+  await c.setup();
+  const seconds = now() - t0;
+  await cpuNote(b, `a. initial copy · ${c.name}`, cpu);
+  const copied = await b.tgt.number('SELECT count(*) FROM pgbench_accounts');
+  if (copied !== ROWS) throw new Error(`${c.name}: initial copy left ${copied} rows in pgbench_accounts, expected ${ROWS}`);
+  say(`    a. ${c.name} initial copy: ${seconds.toFixed(2)} s, ${fmt(ROWS / seconds, 'rows/s')} rows/s`);
+  if (want('a')) {
+    b.results.add('a. initial copy, identity', 'rows/s', c.name, ROWS / seconds, 'rows/s', 'higher');
+    b.results.add('a. initial copy, identity', 'time', c.name, seconds, 's', 'lower');
+    // Native has no mapping: its identity copy is the yardstick for syncctl's mapped copy.
+    if (c.name === 'native') b.results.add(MAPPED_ROW, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { native: 'identity' });
+  }
+}
+
+/** (b) one UPDATE of every pgbench_accounts row in one transaction; (e) worker peak RSS. */
+async function scenarioB(b: Bench, c: Contestant): Promise<void> {
+  await waitApplied(b, c, await markerTxn(b));
+  await b.src.exec('VACUUM FULL pgbench_accounts');
+  await b.tgt.exec('VACUUM FULL pgbench_accounts');
+  await checkpointBoth(b);
+  const cpu = b.cpu();
+  await cpu.begin();
+  const lsn0 = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
+  const ts = await b.src.number('SELECT extract(epoch from clock_timestamp())::float8');
+  await b.src.exec('BEGIN');
+  await b.src.exec('UPDATE pgbench_accounts SET abalance = abalance + 1');
+  const x = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
+  await b.src.exec('COMMIT');
+  const tc = await b.src.number('SELECT extract(epoch from clock_timestamp())::float8');
+  const worker = c instanceof SyncctlContestant ? c.worker : undefined;
+  const caught = await waitApplied(b, c, x, { since: tc });
+  await cpuNote(b, `b. ${ROWS_TEXT}-row UPDATE · ${c.name}`, cpu);
+  const applyStart = caught.applyStart ?? tc;
+  const commitToCaught = caught.at - tc;
+  say(`    b. ${c.name}: update ${(tc - ts).toFixed(2)} s (${((x - lsn0) / 1048576).toFixed(0)} MB WAL); commit→apply start ` +
+    `${(applyStart - tc).toFixed(2)} s${caught.applyStart === undefined ? ' (not seen: commit time used)' : ''}; commit→caught up ` +
+    `${commitToCaught.toFixed(2)} s; apply ${fmt(ROWS / (caught.at - applyStart), 'rows/s')} rows/s`);
+  b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'commit → caught up', c.name, commitToCaught, 's', 'lower');
+  b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'apply rows/s (apply start → caught up)', c.name, ROWS / (caught.at - applyStart), 'rows/s', 'higher');
+  b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'rows/s (commit → caught up)', c.name, ROWS / commitToCaught, 'rows/s', 'higher');
+  b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'commit → apply start', c.name, applyStart - tc, 's', 'lower');
+  if (worker) {
+    const rss = worker.peakRssMb();
+    say(`    e. syncctl worker VmHWM after (b): ${rss.toFixed(0)} MB`);
+    b.results.add('e. worker peak RSS during (b)', 'VmHWM (target ≤ 256 MB)', 'syncctl', rss, 'MB', 'none');
+    b.results.add('e. worker peak RSS during (b)', 'VmHWM before (b), streaming idle (info)', 'syncctl', idleRss, 'MB', 'none');
+  }
+  await sameData(b, '(b)', c.name);
+}
+
+/** (c) backlog of small pgbench transactions written while the apply side is stopped, then drained. */
+async function scenarioC(b: Bench, c: Contestant): Promise<void> {
+  await waitApplied(b, c, await markerTxn(b));
+  await c.pause();
+  await b.src.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
+  await b.src.exec('TRUNCATE pgbench_history');
+  await b.tgt.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
+  await checkpointBoth(b);
+  const lsn0 = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
+  const perClient = Math.ceil(CONFIG.backlogTx / CONFIG.clients);
+  const pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-t', String(perClient)]);
+  const x = await markerTxn(b);
+  const ntx = pg.ntx;
+  await checkpointBoth(b);
+  const cpu = b.cpu();
+  await cpu.begin();
+  const t0 = await c.resume();
+  const worker = c instanceof SyncctlContestant ? c.worker : undefined;
+  const caught = await waitApplied(b, c, x);
+  const seconds = caught.at - t0;
+  await cpuNote(b, `c. backlog drain · ${c.name}`, cpu);
+  const startup = worker?.streamingAt !== undefined ? worker.streamingAt - t0 : undefined;
+  say(`    c. ${c.name}: backlog ${ntx} tx (${((x - lsn0) / 1048576).toFixed(0)} MB WAL, written at ${pg.tps.toFixed(0)} tx/s); ` +
+    `drained in ${seconds.toFixed(2)} s = ${fmt(ntx / seconds, 'tx/s')} tx/s` +
+    (startup !== undefined ? ` (worker startup to "streaming" ${startup.toFixed(2)} s; ${fmt(ntx / (seconds - startup), 'tx/s')} tx/s after it)` : ''));
+  b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s (start → caught up)', c.name, ntx / seconds, 'tx/s', 'higher');
+  b.results.add('c. backlog drain (pgbench tpcb-like)', 'row changes/s (3 per tx)', c.name, (3 * ntx) / seconds, 'rows/s', 'higher');
+  b.results.add('c. backlog drain (pgbench tpcb-like)', 'backlog size', c.name, ntx, 'tx', 'none');
+  if (startup !== undefined) {
+    b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s after worker startup (info)', c.name, ntx / (seconds - startup), 'tx/s', 'none');
+  }
+  if (worker) await worker.waitStreaming();
+  await sameData(b, '(c)', c.name);
+}
+
+let lagFiles = 0;
+
+/** (d) live pgbench at a fixed rate: time lag sampled every 100 ms. */
+async function scenarioD(b: Bench, c: Contestant): Promise<void> {
+  await waitApplied(b, c, await markerTxn(b));
+  if (b.rate === undefined) {
+    if (c.name !== 'native') throw new Error('the pgbench rate is calibrated in a native round');
+    say(`    d. calibrating: unthrottled pgbench ${CONFIG.calibrateSeconds} s with the native subscription streaming`);
+    await b.src.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
+    const cal = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.calibrateSeconds)]);
+    b.rate = Math.max(100, Math.round((cal.tps * CONFIG.rateFraction) / 50) * 50);
+    b.notes.push(`(d) rate: native's unthrottled pgbench run (${CONFIG.calibrateSeconds} s, ${CONFIG.clients} clients, subscription streaming) ` +
+      `gave ${cal.tps.toFixed(0)} tx/s; both contestants run at ${CONFIG.rateFraction * 100} % of it: --rate ${b.rate}.`);
+    say(`    d. unthrottled ${cal.tps.toFixed(0)} tx/s -> --rate ${b.rate}`);
+    await waitApplied(b, c, await markerTxn(b));
+  }
+  await b.src.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
+  await b.src.exec('TRUNCATE pgbench_history');
+  await waitApplied(b, c, await markerTxn(b));
+  await b.tgt.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
+  await checkpointBoth(b);
+  const probe = new LagProbe(b.srcDense, b.srcReplay, b.tgtPoll2, c.appliedSql, c.walsenderApp);
+  let tStart: number;
+  let tEnd: number;
+  let pg: { tps: number };
+  let caught: Caught;
+  try {
+    await sleep(100);
+    const cpu = b.cpu();
+    await cpu.begin();
+    tStart = now();
+    pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.liveSeconds), '-R', String(b.rate)]);
+    tEnd = now();
+    await cpuNote(b, `d. live pgbench · ${c.name}`, cpu);
+    const worker = c instanceof SyncctlContestant ? c.worker : undefined;
+    const marker = await markerTxn(b);
+    caught = await waitApplied(b, c, marker, { timeoutS: CONFIG.catchUpTimeoutS }).catch((error: unknown) => {
+      if (!(error instanceof CatchUpTimeout)) throw error;
+      const w = `${c.name} (d): not caught up ${CONFIG.catchUpTimeoutS} s after pgbench ended (${((marker - error.at) / 1048576).toFixed(1)} MB of WAL behind); ` +
+        'lag figures cover the load window only';
+      b.warnings.push(w);
+      say(`WARNING ${w}`);
+      return { at: Number.NaN, applyStart: undefined };
+    });
+  } finally {
+    await probe.stop();
+  }
+  const samples = probe.samples;
+  writeFileSync(path.join(OUT, `lag-${c.name}-${++lagFiles}.json`), JSON.stringify({ tStart, tEnd, samples }));
+  // Skip the first second (pgbench connecting, rate ramp-up).
+  const lags = timeLags(samples, tStart + 1, tEnd).map((s) => s * 1000);
+  const replay = samples.replay.filter(([t, v]) => t >= tStart + 1 && t <= tEnd && v !== null).map(([, v]) => v! * 1000);
+  const p = (q: number) => percentile(lags, q);
+  say(`    d. ${c.name}: ${pg.tps.toFixed(0)} tx/s for ${CONFIG.liveSeconds} s; time lag ms p50 ${p(50).toFixed(1)} p95 ${p(95).toFixed(1)} ` +
+    `p99 ${p(99).toFixed(1)} max ${p(100).toFixed(1)} (${lags.length} samples, ${samples.source.length} source samples); ` +
+    `replay_lag p99 ${percentile(replay, 99).toFixed(1)} ms; caught up ${(caught.at - tEnd).toFixed(2)} s after pgbench ended`);
+  const s = 'd. live pgbench tpcb-like, 4 clients, fixed rate';
+  b.results.add(s, 'time lag p50', c.name, p(50), 'ms', 'lower');
+  b.results.add(s, 'time lag p95', c.name, p(95), 'ms', 'lower');
+  b.results.add(s, 'time lag p99', c.name, p(99), 'ms', 'lower');
+  b.results.add(s, 'time lag max', c.name, p(100), 'ms', 'lower');
+  b.results.add(s, 'caught up after pgbench ended', c.name, caught.at - tEnd, 's', 'lower');
+  b.results.add(s, 'walsender replay_lag p99 (info)', c.name, percentile(replay, 99), 'ms', 'none');
+  b.results.add(s, 'source tx/s achieved (info)', c.name, pg.tps, 'tx/s', 'none');
+  if (Number.isFinite(caught.at)) await sameData(b, '(d)', c.name);
+}
+
+/** VmHWM of the syncctl worker once streaming, before (b). */
+let idleRss = Number.NaN;
+
+/** One contestant through (a)–(d), then torn down with no slot left on the source. */
+async function contestantRound(b: Bench, c: Contestant, rep: number): Promise<void> {
+  say(`rep ${rep} · ${c.name}`);
+  await scenarioA(b, c);
+  if (c instanceof SyncctlContestant) {
+    const worker = await c.startWorker();
+    idleRss = worker.peakRssMb();
+  }
+  if (want('b') || want('e')) await scenarioB(b, c);
+  await catalogChurn(b, `(b) ${c.name}`);
+  if (want('c')) await scenarioC(b, c);
+  await catalogChurn(b, `(c) ${c.name}`);
+  if (want('d')) await scenarioD(b, c);
+  await catalogChurn(b, `(d) ${c.name}`);
+  await c.teardown();
+  await noSlotsLeft(b);
+  await checkpointBoth(b);
+}
+
+async function noSlotsLeft(b: Bench): Promise<void> {
+  const slots = await b.src.rows<{ slot_name: string; active: boolean }>('SELECT slot_name, active FROM pg_replication_slots');
+  if (slots.length > 0) {
+    const w = `slots left on the source after teardown: ${slots.map((s) => s.slot_name).join(', ')} (dropped)`;
+    b.warnings.push(w);
+    say(`WARNING ${w}`);
+    for (const s of slots) {
+      if (!s.active) await b.src.exec('SELECT pg_drop_replication_slot($1)', [s.slot_name]);
+    }
+  }
+}
+
+/** (a) with a mapping: syncctl into accounts_mapped (concat + CASE); compared with native's identity copy. */
+async function scenarioMapped(b: Bench, rep: number): Promise<void> {
+  say(`rep ${rep} · syncctl, initial copy with a mapping`);
+  await b.tgt.exec('TRUNCATE accounts_mapped');
+  await b.src.exec('VACUUM FULL pgbench_accounts');
+  await b.tgt.exec('VACUUM FULL accounts_mapped');
+  await checkpointBoth(b);
+  const cpu = b.cpu();
+  await cpu.begin();
+  const t0 = now();
+  await applyAll(b.mappedSyncs, { allowDestroy: true });
+  const seconds = now() - t0;
+  await cpuNote(b, 'a. initial copy with mapping · syncctl', cpu);
+  const copied = await b.tgt.number('SELECT count(*) FROM accounts_mapped');
+  if (copied !== ROWS) throw new Error(`syncctl mapped copy left ${copied} rows, expected ${ROWS}`);
+  const bad = await b.tgt.number(`SELECT count(*) FROM accounts_mapped WHERE label <> concat('branch ', branch_id, ' / account ', account_id)`);
+  if (bad > 0) b.warnings.push(`mapped copy: ${bad} rows with a wrong label`);
+  say(`    a. syncctl mapped copy: ${seconds.toFixed(2)} s, ${fmt(ROWS / seconds, 'rows/s')} rows/s`);
+  b.results.add(MAPPED_ROW, 'rows/s', 'syncctl', ROWS / seconds, 'rows/s', 'higher', { native: 'identity' });
+  await destroyAll(b.mappedSyncs, { allowDestroy: true });
+  await b.tgt.exec('TRUNCATE accounts_mapped');
+  await noSlotsLeft(b);
+}
+
+/** (f) decode only: syncctl's slot reader vs pg_recvlogical on the same 1M-row UPDATE, each on its own slot. */
+async function scenarioF(b: Bench, rep: number): Promise<void> {
+  say(`rep ${rep} · decode only`);
+  await b.src.exec('VACUUM FULL pgbench_accounts');
+  await b.src.exec('CHECKPOINT');
+  await b.src.exec(`SELECT pg_create_logical_replication_slot('bench_dec_recvlogical', 'pgoutput')`);
+  await b.src.exec(`SELECT pg_create_logical_replication_slot('bench_dec_syncctl', 'pgoutput')`);
+  await b.src.exec('BEGIN');
+  await b.src.exec('UPDATE pgbench_accounts SET abalance = abalance - 1');
+  await b.src.exec('COMMIT');
+  const end = (await b.src.value('SELECT pg_current_wal_lsn()::text'))!;
+  await b.src.exec('CHECKPOINT');
+  const order = rep % 2 === 1 ? ['recvlogical', 'syncctl'] : ['syncctl', 'recvlogical'];
+  for (const who of order) {
+    const cpu = b.cpu();
+    await cpu.begin();
+    if (who === 'recvlogical') {
+      const t0 = now();
+      const child = track(spawn(b.tools.pgRecvlogical, [
+        '-d', `host=${b.source.host} port=${b.source.port} user=postgres dbname=postgres`, '--slot', 'bench_dec_recvlogical', '--start',
+        '-o', 'proto_version=1', '-o', `publication_names=${NATIVE_PUB}`, '-E', end, '-F', '0', '-f', '-',
+      ], { env: { ...process.env, PGPASSWORD: b.source.password }, stdio: ['ignore', 'ignore', 'pipe'] }));
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      const seconds = now() - t0;
+      if (code !== 0) throw new Error(`pg_recvlogical failed (${code}): ${err}`);
+      await cpuNote(b, 'f. decode only · pg_recvlogical', cpu);
+      say(`    f. pg_recvlogical: ${seconds.toFixed(2)} s = ${fmt(ROWS / seconds, 'rows/s')} rows/s (process start to exit)`);
+      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { native: 'pg_recvlogical' });
+    } else {
+      const t0 = now();
+      const child = track(spawn(process.execPath, [path.join(BENCH_DIR, 'decode-reader.ts'), 'bench_dec_syncctl', NATIVE_PUB, end], {
+        env: { ...process.env, [SOURCE_ENV]: b.source.url() }, stdio: ['ignore', 'pipe', 'pipe'],
+      }));
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+      child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      const wall = now() - t0;
+      if (code !== 0) throw new Error(`decode-reader failed (${code}): ${err}`);
+      const r = JSON.parse(out) as { seconds: number; messages: number; changes: number; commits: number; cpuSeconds: number };
+      await cpuNote(b, 'f. decode only · syncctl reader', cpu);
+      if (r.changes !== ROWS) b.warnings.push(`(f) syncctl reader decoded ${r.changes} changes, expected ${ROWS}`);
+      say(`    f. syncctl reader: ${r.seconds.toFixed(2)} s = ${fmt(ROWS / r.seconds, 'rows/s')} rows/s (open to end LSN; ` +
+        `process start to exit ${wall.toFixed(2)} s); ${r.messages} messages, ${r.changes} changes, reader CPU ${r.cpuSeconds.toFixed(2)} s`);
+      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'syncctl', ROWS / r.seconds, 'rows/s', 'higher', { native: 'pg_recvlogical' });
+    }
+  }
+  await b.src.exec(`SELECT pg_drop_replication_slot('bench_dec_recvlogical')`);
+  await b.src.exec(`SELECT pg_drop_replication_slot('bench_dec_syncctl')`);
+}
+
+// ------------------------------------------------------------------------------------------
+// Setup, run, report
+
+async function setupData(b: Bench): Promise<void> {
+  say(`pgbench -i -s ${CONFIG.scale} on the source (${ROWS} accounts)`);
+  const init = (cluster: LocalCluster, args: string[]) => new Promise<void>((resolve, reject) => {
+    const child = track(spawn(b.tools.pgbench, [...args, '-h', cluster.host, '-p', String(cluster.port), '-U', 'postgres', 'postgres'], {
+      env: { ...process.env, PGPASSWORD: cluster.password }, stdio: ['ignore', 'pipe', 'pipe'],
+    }));
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pgbench ${args.join(' ')} failed:\n${out}`))));
+  });
+  await init(b.source, ['-i', '-s', String(CONFIG.scale), '-q']);
+  await init(b.target, ['-i', '-s', String(CONFIG.scale), '-I', 'dtp']);
+  await b.tgt.exec(MAPPED_TARGET_DDL);
+  for (const db of [b.src, b.tgt]) await db.exec('CREATE TABLE bench_warmup (id integer PRIMARY KEY, v text)');
+  await b.src.exec(`INSERT INTO bench_warmup SELECT g, 'v' || g FROM generate_series(1, 100) g`);
+  await b.src.exec(`CREATE PUBLICATION ${NATIVE_PUB} FOR TABLE ${PGBENCH_TABLES.map((t) => t.name).join(', ')}`);
+  const n = await b.src.number('SELECT count(*) FROM pgbench_accounts');
+  if (n !== ROWS) throw new Error(`source has ${n} accounts, expected ${ROWS}`);
+}
+
+async function machine(): Promise<string[]> {
+  const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
+  return [
+    `${os.cpus().length} cores (${cpuModel.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}`,
+    `load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+  ];
+}
+
+async function main(): Promise<void> {
+  const clusters: LocalCluster[] = [];
+  const dbs: Db[] = [];
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'syncctl-bench-'));
+  let syncctl: SyncctlContestant | undefined;
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`${signal}: stopping child processes and servers`);
+    killAllChildren();
+    void Promise.allSettled(clusters.map((c) => c.stop())).then(() => {
+      rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const tools = ensureTools(say);
+    const machineLines = await machine();
+    say(`syncctl bench (${MODE}): PG ${CONFIG.major}, REPS ${CONFIG.reps}, SCALE ${CONFIG.scale} (${ROWS} rows), backlog ${CONFIG.backlogTx} tx, ` +
+      `live ${CONFIG.liveSeconds} s; scenarios ${[...CONFIG.only].join(' ')}; details in ${path.relative(process.cwd(), OUT)}`);
+    for (const l of machineLines) say(l);
+    const [source, target] = await Promise.all([
+      startLocalCluster({ major: CONFIG.major, settings: SERVER_SETTINGS, log: (l) => appendFileSync(path.join(OUT, 'source-server.log'), `${l}\n`) }),
+      startLocalCluster({ major: CONFIG.major, settings: SERVER_SETTINGS, log: (l) => appendFileSync(path.join(OUT, 'target-server.log'), `${l}\n`) }),
+    ]);
+    clusters.push(source, target);
+    const open = async (url: string, label: string) => { const d = await Db.open(url, label); dbs.push(d); return d; };
+    const src = await open(source.url(), 'source');
+    const tgt = await open(target.url(), 'target');
+    const srcDense = await open(source.url(), 'source sampler');
+    const srcReplay = await open(source.url(), 'source replay_lag sampler');
+    const tgtPoll = await open(target.url(), 'target poller');
+    const tgtPoll2 = await open(target.url(), 'target lag sampler');
+    const srcWait = await open(source.url(), 'source wait sampler');
+    const tgtWait = await open(target.url(), 'target wait sampler');
+    const serverVersion = (await src.value('SELECT version()'))!;
+    const settingNames = [...Object.keys(SERVER_SETTINGS), 'wal_level', 'max_worker_processes', 'max_logical_replication_workers', 'logical_decoding_work_mem', 'wal_compression'];
+    const settingsShown: string[] = [];
+    for (const name of settingNames) {
+      const [s, t] = await Promise.all([src.value(`SELECT current_setting($1)`, [name]), tgt.value(`SELECT current_setting($1)`, [name])]);
+      if (s !== t) throw new Error(`setting ${name} differs between the servers: ${s} / ${t}`);
+      settingsShown.push(`${name}=${s}`);
+    }
+    say(`servers: ${serverVersion}; ${settingsShown.join(', ')}`);
+
+    const specDirs = writeSpecs(path.join(tmp, 'specs'));
+    const env = { ...process.env, [SOURCE_ENV]: source.url(), [TARGET_ENV]: target.url() };
+    const identSyncs = await loadSpecs(specDirs.ident, env);
+    const mappedSyncs = await loadSpecs(specDirs.mapped, env);
+    const warmupSyncs = await loadSpecs(specDirs.warmup, env);
+    const ctxBase = {
+      src, tgt, major: CONFIG.major, nativeStreaming: CONFIG.nativeStreaming, say,
+      sourceConnInfo: `host=${source.host} port=${source.port} user=postgres password=${source.password} dbname=postgres`,
+    };
+    let workerCount = 0;
+    syncctl = new SyncctlContestant({
+      ...ctxBase, identSyncs, identDir: specDirs.ident, workerEnv: { [SOURCE_ENV]: source.url(), [TARGET_ENV]: target.url() },
+      workerLog: () => path.join(OUT, `worker-${++workerCount}.log`),
+    });
+    const sc = syncctl;
+    const b: Bench = {
+      tools, source, target, src, tgt, srcDense, srcReplay, tgtPoll, tgtPoll2,
+      native: new NativeContestant(ctxBase), syncctl: sc, mappedSyncs,
+      results: new Results(), cpuNotes: new Map(), waitNotes: new Map(), outside: [], warnings: [], notes: [], rate: CONFIG.fixedRate,
+      cpu: () => new CpuWindow({
+        servers: [
+          { label: 'src', postmaster: postmasterPid(source.dataDir), db: srcWait },
+          { label: 'tgt', postmaster: postmasterPid(target.dataDir), db: tgtWait },
+        ],
+        extra: childLabels,
+      }),
+    };
+    if (CONFIG.fixedRate !== undefined) b.notes.push(`(d) rate: fixed by PGBENCH_RATE = ${CONFIG.fixedRate} tx/s for both contestants.`);
+
+    await setupData(b);
+    // syncctl's own schema on the target is created once, outside every measurement.
+    say('warm-up: syncctl apply + destroy on a 100-row table');
+    await applyAll(warmupSyncs, { allowDestroy: true });
+    await destroyAll(warmupSyncs, { allowDestroy: true });
+    await noSlotsLeft(b);
+    await checkpointBoth(b);
+
+    const needRounds = ['a', 'b', 'c', 'd', 'e'].some(want);
+    for (let rep = 1; rep <= CONFIG.reps; rep++) {
+      if (needRounds) {
+        const order: Contestant[] = rep % 2 === 1 ? [b.native, sc] : [sc, b.native];
+        // The rate for (d) is calibrated in a native round: native goes first in rep 1.
+        for (const c of order) await contestantRound(b, c, rep);
+      }
+      if (want('a')) await scenarioMapped(b, rep);
+      if (want('f')) await scenarioF(b, rep);
+    }
+
+    const total = now() - started;
+    say(`done in ${total.toFixed(0)} s`);
+    const table = b.results.table();
+    process.stdout.write(`\n${table}\n\n`);
+    const busySeconds = b.outside.reduce((a, [c, s]) => a + c * s, 0);
+    const windowSeconds = b.outside.reduce((a, [, s]) => a + s, 0);
+    const outsideAvg = windowSeconds > 0 ? busySeconds / windowSeconds : 0;
+    const outsideMax = Math.max(0, ...b.outside.map(([c]) => c));
+    const stealAvg = windowSeconds > 0 ? b.outside.reduce((a, [, s, st]) => a + st * s, 0) / windowSeconds : 0;
+    const quietness = `During the measured windows, other processes on this machine used ${outsideAvg.toFixed(2)} cores on average ` +
+      `(${outsideMax.toFixed(2)} at most) and the hypervisor stole ${stealAvg.toFixed(2)} cores on average (/proc/stat steal), of ${os.cpus().length}`;
+    b.notes.unshift(quietness);
+    say(quietness);
+    if (outsideAvg + stealAvg > 0.25) {
+      const w = `the machine was not quiet (${outsideAvg.toFixed(2)} cores used by other processes and ${stealAvg.toFixed(2)} stolen by the hypervisor on average): ` +
+        'absolute figures and ratios are unreliable; re-run on an idle machine';
+      b.warnings.push(w);
+      say(`WARNING ${w}`);
+    }
+    for (const w of b.warnings) process.stdout.write(`WARNING: ${w}\n`);
+    writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ config: { ...CONFIG, only: [...CONFIG.only] }, results: b.results.toJSON(), cpu: Object.fromEntries(b.cpuNotes) }, null, 2));
+    const section = renderSection({
+      b, table, total, machineLines, serverVersion, settingsShown, nodeVersion: process.version, pgbench: tools.version,
+    });
+    writeResultsFile(path.join(BENCH_DIR, 'RESULTS.md'), MODE, section);
+    say(`bench/RESULTS.md updated (section "${MODE}")`);
+  } finally {
+    // Interrupted: the signal handler stops everything and exits; keep it installed until then.
+    if (interrupted) await new Promise(() => {});
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await syncctl?.worker?.stop(5_000).catch(() => {});
+    killAllChildren();
+    await Promise.all(dbs.map((d) => d.close()));
+    await Promise.allSettled(clusters.map((c) => c.stop()));
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function renderSection(r: {
+  b: Bench; table: string; total: number; machineLines: string[]; serverVersion: string; settingsShown: string[]; nodeVersion: string; pgbench: string;
+}): string {
+  const { b } = r;
+  const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
+  const lines = [
+    `## ${MODE === 'full' ? 'Full run (`npm run bench`)' : 'Quick run (`npm run bench:quick`)'} — ${date}`,
+    '',
+    `- machine: ${r.machineLines.join('; ')}`,
+    `- Postgres: ${r.serverVersion} (embedded package), source and target on this machine; client tools: ${r.pgbench}`,
+    `- Node ${r.nodeVersion}; syncctl worker run as \`node bin/syncctl run <spec dir>\` (child process), initial copy through the library (applyAll) in the harness process`,
+    `- server settings, identical on both servers: ${r.settingsShown.join(', ')}`,
+    `- native subscription: copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
+    `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants alternating (native first in odd repetitions); ` +
+      `backlog ${CONFIG.backlogTx} tx; live load ${CONFIG.liveSeconds} s, ${CONFIG.clients} clients, ${CONFIG.threads} threads, --rate ${b.rate ?? 'n/a'}`,
+    `- total run time ${r.total.toFixed(0)} s`,
+    '',
+    'Ratios: higher-is-better metrics (↑) syncctl / native, lower-is-better metrics (↓) native / syncctl, so **> 1 means syncctl is better**; ' +
+      'rows without an arrow are information. ' +
+      'pgbench_history has no primary key and is left out of both contestants\' publications: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).',
+    '',
+    r.table,
+    '',
+  ];
+  if (b.warnings.length > 0) lines.push('**Warnings**', '', ...b.warnings.map((w) => `- ${w}`), '');
+  lines.push('### How each number is measured', '', ...METHOD.map((m) => `- ${m}`), ...b.notes.map((n) => `- ${n}`), '');
+  lines.push('### CPU per process (cores busy over the measured window, last repetition)', '',
+    'Labels: src./tgt. = Postgres processes of the source / target (backend(<application_name>), walsender(<application_name>), background workers); ' +
+    'syncctl-worker = the `syncctl run` child; harness = this process (the initial copy runs in it). 1.00 = one full core; the machine has ' +
+    `${os.cpus().length}.`, '');
+  for (const [k, v] of b.cpuNotes) {
+    lines.push(`- ${k}: ${v}`);
+    for (const w of b.waitNotes.get(k) ?? []) {
+      lines.push(`  - ${w}`);
+    }
+  }
+  lines.push('', 'Sub-items: what the replication processes were doing, sampled every 50 ms from pg_stat_activity ' +
+    '(CPU = active without a wait event; Client:ClientRead = a backend waiting for its client).');
+  return lines.join('\n');
+}
+
+const METHOD = [
+  'Reset between contestants: drop the subscription / `syncctl destroy` (no slot left on the source, checked), TRUNCATE the target tables, ' +
+    'VACUUM FULL pgbench_accounts on both sides, a database-wide VACUUM on both (so catalog churn of one round, e.g. temp tables, does not slow the next), ' +
+    'CHECKPOINT on both. autovacuum is off on both servers (as in the reference). Each contestant then runs (a) → (b) → (c) → (d) on the data its own copy produced; ' +
+    'before (b) VACUUM FULL + CHECKPOINT, before (c) and (d) VACUUM + CHECKPOINT of both sides.',
+  '"Caught up" is exact, as in the reference: before COMMIT of the measured source transaction (or of a one-row marker transaction) the harness ' +
+    'reads pg_current_wal_insert_lsn() = X; the target has applied it when the contestant\'s position is > X: native = ' +
+    'pg_replication_origin_status.remote_lsn of the subscription\'s origin, syncctl = syncctl.checkpoints.commit_lsn (end LSN of the last applied source commit). ' +
+    'Polled every 10 ms with autocommit statements (no snapshot held open on the target); times are the servers\' clock_timestamp().',
+  '(a) identity: time from CREATE SUBSCRIPTION (copy_data) until every pg_subscription_rel row is \'r\', vs. `applyAll()` (plan, provisioning, slot with ' +
+    'exported snapshot, copy) of a spec mapping pgbench_accounts/branches/tellers onto the same tables with `sql`col`` per column. ' +
+    'With mapping: syncctl into accounts_mapped (account_id, branch_id, balance, label = concat(...), tier = CASE ...; filler dropped), ' +
+    'compared with native\'s identity copy of the same rows. rows/s = pgbench_accounts rows / time.',
+  '(b) after VACUUM FULL + CHECKPOINT of both sides: `UPDATE pgbench_accounts SET abalance = abalance + 1` in one transaction. "commit → caught up" = from ' +
+    'the COMMIT returning on the source to the target position > X. "apply rows/s" = rows / (caught up − apply start), apply start = xact_start of ' +
+    'the contestant\'s apply transaction on the target (native: the logical replication apply worker; syncctl: its `syncctl run` target connection), ' +
+    'sampled by the 10 ms poller. sum(abalance) is compared afterwards.',
+  '(c) the apply side is stopped (ALTER SUBSCRIPTION DISABLE / SIGTERM to the worker; the slot keeps the WAL), pgbench tpcb-like writes the backlog ' +
+    '(-c 4 -j 2 -t N/4), a marker transaction follows, CHECKPOINT both; then ENABLE / spawn the worker process and time until the marker is applied. ' +
+    'tx/s = backlog transactions / that time (syncctl includes its process start, spec loading and plan check; the info row excludes them).',
+  '(d) pgbench tpcb-like -c 4 -j 2 -T <live> --rate R for both contestants (same R). Lag = time lag computed exactly: the source\'s ' +
+    '(clock_timestamp(), pg_current_wal_flush_lsn()) is sampled every ~5 ms, the contestant\'s applied LSN A every 100 ms on the target; ' +
+    'lag(t) = t − the moment the source\'s flush position first passed A(t) (0 when the source had flushed nothing beyond A), interpolated between ' +
+    'source samples (±5 ms). This is the age of the oldest change the target does not have yet (conservative: counted from the first flushed ' +
+    'WAL byte after the applied commit). First second skipped. pg_stat_replication.replay_lag of the walsender is shown for information ' +
+    '(native reports "applied" = received, so it is not comparable).',
+  '(e) VmHWM from /proc/<pid>/status of the `syncctl run` child right after (b) caught up (its peak RSS since it started, before (b)).',
+  '(f) two pgoutput slots are created before an UPDATE of every pgbench_accounts row (one transaction); pg_recvlogical (proto_version 1, publication bench_native, -E <end LSN>, -F 0, to /dev/null) ' +
+    'reads one, syncctl\'s ReplicationStream + PgoutputDecoder (bench/decode-reader.ts, own process, decodes every message, confirms nothing, same stop rule) ' +
+    'reads the other; order alternates. pg_recvlogical is timed from process start to exit, the reader from opening the connection to the end LSN.',
+];
+
+await main().catch((error: unknown) => {
+  say(`FAILED: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+  killAllChildren();
+  process.exitCode = 1;
+});
