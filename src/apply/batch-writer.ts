@@ -82,7 +82,9 @@ export class BatchWriter {
     if (this.inTransaction) return;
     // Staging tables live in temp buffers; the default 8 MB would spill every large batch to disk.
     // temp_buffers can only change before the session first touches a temp table.
-    const prepare = this.prepared ? '' : `SET temp_buffers = '128MB'; `;
+    // Commits do not wait for the target's WAL flush (as a native apply worker's do not): the
+    // caller confirms a source position only once the target has flushed past its commit.
+    const prepare = this.prepared ? '' : `SET temp_buffers = '128MB'; SET synchronous_commit = off; `;
     await this.client.query(`${prepare}BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
     this.prepared = true;
     this.inTransaction = true;
@@ -211,17 +213,23 @@ export class BatchWriter {
     await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
   }
 
-  /** Applies what is staged, records the checkpoint and commits: rows and position in one transaction. */
-  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<void> {
+  /**
+   * Applies what is staged, records the checkpoint and commits: rows and position in one
+   * transaction. Returns the target's WAL position after the commit: once the target has flushed
+   * past it, the commit survives a crash of the target too.
+   */
+  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<string> {
     await this.applyStaged(checkpoint);
     // One round trip: the checkpoint and the commit (values as literals: a simple query takes no parameters).
-    await this.client.query(
+    const results = await this.client.query(
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
        ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now();
-       COMMIT`);
+       COMMIT;
+       SELECT pg_current_wal_insert_lsn()::text AS lsn`) as unknown as pg.QueryResult<{ lsn: string }>[];
     this.inTransaction = false;
     this.seq = 0;
+    return results[results.length - 1]!.rows[0]!.lsn;
   }
 
   /** Commits the open transaction with no checkpoint (the initial copy records its own). */

@@ -82,6 +82,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
   // reading stops at once. The connection stays open until the batch held is committed and
   // confirmed, so the slot's confirmed position is the checkpoint.
   let inTransaction = false;
+  let stopFlushTimer = () => {};
   const onAbort = () => {
     if (!inTransaction) stream?.interrupt();
     else setTimeout(() => stream?.interrupt(), 10_000).unref();
@@ -122,11 +123,25 @@ async function runSession(options: WorkerOptions): Promise<void> {
     const batchMs = options.batchMs ?? 50;
 
     const context = () => ({ lsn: formatLsn(finalLsn), commitTime });
+    // Commits whose target WAL is not flushed yet: their source positions are confirmed only
+    // once it is, so a crash of the target cannot lose what the slot has let go of.
+    const unflushed: { source: Lsn; target: Lsn }[] = [];
+    const confirmDurable = async () => {
+      if (unflushed.length === 0) return;
+      const { rows } = await target!.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
+      const flushed = parseLsn(rows[0]!.lsn);
+      let upTo: Lsn | undefined;
+      while (unflushed.length > 0 && unflushed[0]!.target <= flushed) upTo = unflushed.shift()!.source;
+      if (upTo !== undefined) stream!.confirm(upTo, unflushed.length === 0 && !writer.open);
+    };
+    const flushTimer = setInterval(() => void confirmDurable().catch(() => {}), 200);
+    stopFlushTimer = () => clearInterval(flushTimer);
     const commit = async () => {
       if (!lastCommit) return;
-      await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
+      const targetLsn = await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
       applied = lastCommit.lsn;
-      stream!.confirm(applied, true);
+      unflushed.push({ source: applied, target: parseLsn(targetLsn) });
+      await confirmDurable();
       options.onCommit?.({ lsn: formatLsn(applied), transactions, changes: staged });
       logger.debug({ lsn: formatLsn(applied), transactions, changes: staged }, 'committed');
       staged = 0;
@@ -253,7 +268,13 @@ async function runSession(options: WorkerOptions): Promise<void> {
     // from the confirmed position). Otherwise keep what is complete.
     if (inTransaction) await writer.rollback();
     else await commit();
+    // Leave with everything committed also confirmed: the WAL writer flushes within a moment.
+    for (let i = 0; i < 50 && unflushed.length > 0; i++) {
+      await confirmDurable();
+      if (unflushed.length > 0) await sleep(20);
+    }
   } finally {
+    stopFlushTimer();
     options.signal?.removeEventListener('abort', onAbort);
     await stream?.close();
     await target?.close();
