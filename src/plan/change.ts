@@ -38,6 +38,12 @@ export interface Change {
    * `table-copy`: copy `copyTables` under a temporary slot's snapshot (tables added to a sync, resumed copies).
    */
   readonly runner?: 'migrate' | 'initial-copy' | 'table-copy';
+  /**
+   * The worker can stream correctly while this change is pending (a column list to narrow, a
+   * tracking trigger, a table still to copy, which the worker waits for); it warns instead of
+   * refusing to start.
+   */
+  readonly streamSafe?: boolean;
   /** Spec table names the copy runners copy. */
   readonly copyTables?: readonly string[];
 }

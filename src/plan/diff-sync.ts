@@ -206,8 +206,11 @@ function diffPublication(state: SyncState, name: string, tables: readonly Loaded
     if (!have) {
       changes.push(change(sync, 'create', 'source', id, `${formatQualifiedName(table.source)} in publication ${name}`, [renderAddPublicationTable(name, wanted)], reason));
     } else if (have.rowFilter !== wanted.rowFilter || !sameList(have.columns, wanted.columns)) {
+      // Publishing every column where a list would do (a column added to the source) only costs traffic.
+      const columnsOnly = have.rowFilter === wanted.rowFilter && (have.columns === undefined ||
+        (wanted.columns ?? []).every((c) => have.columns!.includes(c)));
       changes.push(change(sync, 'update', 'source', id, `${formatQualifiedName(table.source)} in publication ${name}`,
-        [renderDropPublicationTable(name, table.source), renderAddPublicationTable(name, wanted)], reason));
+        [renderDropPublicationTable(name, table.source), renderAddPublicationTable(name, wanted)], { ...reason, streamSafe: columnsOnly }));
     }
   }
   const wantedKeys = new Set(tables.map((t) => tableKey(t.source)));
@@ -310,7 +313,7 @@ function diffSubscription(state: SyncState, tables: readonly LoadedTable[]): Cha
 
 function change(
   sync: LoadedSync, action: Change['action'], side: Change['side'], id: string, subject: string, statements: readonly Statement[],
-  options: { destructive?: boolean; transactional?: boolean; reason?: string; runner?: Change['runner']; copyTables?: readonly string[] } = {},
+  options: { destructive?: boolean; transactional?: boolean; reason?: string; runner?: Change['runner']; copyTables?: readonly string[]; streamSafe?: boolean } = {},
 ): Change {
   return {
     id, sync: sync.name, action, side, subject, statements,
@@ -319,6 +322,7 @@ function change(
     ...(options.reason ? { reason: options.reason } : {}),
     ...(options.runner ? { runner: options.runner } : {}),
     ...(options.copyTables ? { copyTables: options.copyTables } : {}),
+    ...(options.streamSafe || id.startsWith('trigger:') || options.runner === 'table-copy' ? { streamSafe: true } : {}),
   };
 }
 

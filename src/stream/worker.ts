@@ -90,10 +90,12 @@ async function runSession(options: WorkerOptions): Promise<void> {
   try {
     target = await connect('target', sync.targetUrl, 'syncctl run');
     const plan = await planSync(sync, { source, target });
-    if (plan.changes.length > 0) {
-      throw new SyncctlError('PLAN_PENDING', `${sync.name}: the databases do not match the spec (${plan.changes.length} change(s) pending: ` +
-        `${plan.changes.map((c) => c.id).join(', ')}); run syncctl apply first`);
+    const blocking = plan.changes.filter((c) => !c.streamSafe);
+    if (blocking.length > 0) {
+      throw new SyncctlError('PLAN_PENDING', `${sync.name}: the databases do not match the spec (${blocking.length} change(s) pending: ` +
+        `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
     }
+    if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
     await source.close();
     const routes = await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped'));
     const checkpoint = await target.query<{ commit_lsn: string }>('SELECT commit_lsn::text AS commit_lsn FROM syncctl.checkpoints WHERE sync_name = $1', [sync.name]);
@@ -272,6 +274,12 @@ async function runSession(options: WorkerOptions): Promise<void> {
     for (let i = 0; i < 50 && unflushed.length > 0; i++) {
       await confirmDurable();
       if (unflushed.length > 0) await sleep(20);
+    }
+    // An idle slot is confirmed past the last commit (keepalives over WAL with nothing for this
+    // sync): record that position as the checkpoint too, so that after a stop they are equal.
+    if (!inTransaction && unflushed.length === 0 && stream.confirmedLsn > applied) {
+      await target.query(`UPDATE syncctl.checkpoints SET commit_lsn = $2::pg_lsn, updated_at = now() WHERE sync_name = $1 AND commit_lsn < $2::pg_lsn`,
+        [sync.name, formatLsn(stream.confirmedLsn)]);
     }
   } finally {
     stopFlushTimer();

@@ -1,0 +1,17 @@
+/** `syncctl demo`, the README's first command: finishes cleanly, fast, with every change arrived. */
+import { expect, test } from 'vitest';
+import { runSyncctl } from '../support/cli.ts';
+
+test('syncctl demo runs scenario 1 end to end and stops cleanly', async () => {
+  const started = Date.now();
+  const result = await runSyncctl(['demo'], {}, { timeoutMs: 90_000 });
+  expect(result.status).toBe(0);
+  expect(result.stdout).toContain('Plan: 13 to create, 1 to change, 0 to destroy.');
+  expect(result.stdout).toContain('Initial copy done. Target now holds: 20 institutes, 450 users, 500 memberships');
+  for (const step of ['insert a user and a membership', 'rename a user', 'deactivate a user', 'suspend a membership', 'delete a membership']) {
+    expect(result.stdout).toMatch(new RegExp(`${step}.*: arrived in \\d+ ms`));
+  }
+  expect(result.stdout).toContain('Stopped cleanly');
+  // The README promises about 5 s on this machine; leave room for a busy CI machine.
+  expect(Date.now() - started).toBeLessThan(60_000);
+});
