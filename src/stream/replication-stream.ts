@@ -45,8 +45,6 @@ export class ReplicationStream {
   private received: Lsn;
   /** Everything up to here is committed in the target: safe to let the server discard. */
   private confirmed: Lsn;
-  /** Set when nothing received is waiting to be applied: keepalive positions may be confirmed. */
-  private idle = true;
   private timer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
   /** Set by interrupt(): messages() ends at once, the connection stays open for a last confirm. */
@@ -108,14 +106,10 @@ export class ReplicationStream {
         const walStart = chunk.readBigUInt64BE(1);
         const walEnd = chunk.readBigUInt64BE(9);
         if (walStart > this.received) this.received = walStart;
-        this.idle = false;
         yield { walStart, walEnd, message: chunk.subarray(25) };
       } else if (kind === 0x6b /* k */) {
         const walEnd = chunk.readBigUInt64BE(1);
         if (walEnd > this.received) this.received = walEnd;
-        // With nothing pending, everything the server has sent so far is applied or irrelevant to
-        // us: confirming it lets an idle or filtered slot advance instead of retaining WAL.
-        if (this.idle && walEnd > this.confirmed) this.confirmed = walEnd;
         if (chunk[17] === 1) this.sendFeedback(false);
         yield { walStart: walEnd, walEnd, message: undefined };
       }
@@ -137,9 +131,8 @@ export class ReplicationStream {
    * The target transaction holding everything up to `lsn` has committed. Confirm the LSN only
    * after that commit; confirming earlier loses rows on a crash.
    */
-  confirm(lsn: Lsn, idle: boolean): void {
+  confirm(lsn: Lsn): void {
     if (lsn > this.confirmed) this.confirmed = lsn;
-    this.idle = idle;
     this.sendFeedback(false);
   }
 

@@ -134,7 +134,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
       const flushed = parseLsn(rows[0]!.lsn);
       let upTo: Lsn | undefined;
       while (unflushed.length > 0 && unflushed[0]!.target <= flushed) upTo = unflushed.shift()!.source;
-      if (upTo !== undefined) stream!.confirm(upTo, unflushed.length === 0 && !writer.open);
+      if (upTo !== undefined) stream!.confirm(upTo);
     };
     const flushTimer = setInterval(() => void confirmDurable().catch(() => {}), 200);
     stopFlushTimer = () => clearInterval(flushTimer);
@@ -166,10 +166,14 @@ async function runSession(options: WorkerOptions): Promise<void> {
       return r.state === 'paused' ? undefined : r;
     };
 
-    for await (const { message } of stream.messages()) {
+    for await (const { message, walEnd } of stream.messages()) {
       if (message === undefined) {
         // A keepalive: nothing more is waiting, so a finished batch commits now.
         if (!inTransaction && lastCommit) await commit();
+        // With nothing received left uncommitted or unflushed, every transaction the server
+        // committed before walEnd has been sent and applied, or had nothing for this sync:
+        // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
+        if (!inTransaction && !lastCommit && unflushed.length === 0 && !writer.open) stream.confirm(walEnd);
         if (options.signal?.aborted && !inTransaction) break;
         continue;
       }
