@@ -83,7 +83,10 @@ export class ReplicationStream {
     );
     client.query(duplex);
     const stream = new ReplicationStream(client, duplex, options.startLsn);
-    stream.timer = setInterval(() => stream.sendFeedback(false), FEEDBACK_INTERVAL_MS);
+    // Each periodic status update asks for a reply: the server answers with a keepalive carrying
+    // its current position, which the worker may confirm when idle, so an idle or filtered slot
+    // advances within seconds instead of waiting for the server's own keepalive (wal_sender_timeout / 2).
+    stream.timer = setInterval(() => stream.sendFeedback(true), FEEDBACK_INTERVAL_MS);
     return stream;
   }
 

@@ -210,7 +210,15 @@ async function runSession(options: WorkerOptions): Promise<void> {
             logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
             break;
           }
+          // pgoutput sends a table's Relation again after any invalidation (ANALYZE, a publication
+          // change): with the same columns the table keeps its staging. With other columns, what is
+          // staged under the old shape is applied first: the reduction to the last change per key
+          // works within one staging table, and a later delete must not run before an earlier write.
+          const sameShape = r.relation !== undefined && r.relation.columns.length === m.columns.length &&
+            r.relation.columns.every((c, i) => c.name === m.columns[i]!.name && c.typeOid === m.columns[i]!.typeOid);
           r.relation = m;
+          if (sameShape) break;
+          if (r.id !== '' && writer.open) await writer.applyStaged(context());
           r.id = `${m.relationId}_${++version}`;
           writer.register({
             apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),

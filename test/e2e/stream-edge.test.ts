@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { LoadedSync } from '../../src/spec/loaded-sync.ts';
 import { syncSpec, useSpecDir, waitFor } from '../support/cli.ts';
 import {
-  apply, expectTargetMatches, loadSync, peakRssKb, positions, sleep, spawnWorker, startWorker, type InProcessWorker,
+  apply, expectTargetMatches, loadSync, peakRssKb, positions, sleep, spawnWorker, startWorker, waitForStreaming, type InProcessWorker,
 } from '../support/stream.ts';
 import { useTestDatabases } from '../support/test-databases.ts';
 
@@ -157,8 +157,27 @@ test('an idle slot advances past WAL that carries nothing for the sync', async (
     const { confirmed } = await positions(dbs(), 'edge');
     const r = await dbs().source.query<{ past: boolean }>(`SELECT $1::pg_lsn >= $2::pg_lsn AS past`, [confirmed, written]);
     return r.rows[0]!.past;
-  }, 20_000);
+  }, 15_000);
   console.log(`idle slot: confirmed ${before.confirmed} -> past ${written} in ${Date.now() - started} ms`);
+});
+
+test('a Relation message sent again mid-batch (after ANALYZE, after ADD COLUMN) keeps the order of changes', async () => {
+  // With the worker stopped, the changes pile up and arrive as one batch: a write, the table's
+  // Relation again (ANALYZE invalidates pgoutput's cache), a delete of the same key; then a new
+  // column (a Relation of another shape) between a write and a delete of another key.
+  const mapped = edge.tables.find((t) => t.name === 'checked')!;
+  await dbs().source.query(`INSERT INTO checked VALUES (50, 1, 'x'), (51, 1, 'y')`);
+  await expectTargetMatches(dbs(), [{ ...mapped, where: 'id <> 3' }], { what: 'rows 50 and 51 on the target' });
+  await worker!.stop();
+  await dbs().source.query(`UPDATE checked SET label = 'written' WHERE id = 50`);
+  await dbs().source.query(`ANALYZE checked`);
+  await dbs().source.query(`DELETE FROM checked WHERE id = 50`);
+  await dbs().source.query(`UPDATE checked SET label = 'written' WHERE id = 51`);
+  await dbs().source.query(`ALTER TABLE checked ADD COLUMN note text`);
+  await dbs().source.query(`DELETE FROM checked WHERE id = 51`);
+  worker = startWorker(edge);
+  await expectTargetMatches(dbs(), [{ ...mapped, where: 'id <> 3' }], { what: 'after Relation messages mid-batch' });
+  expect((await dbs().target.query(`SELECT id FROM checked_copy WHERE id IN (50, 51)`)).rows).toEqual([]);
 });
 
 test('connection loss (walsender and target backend terminated): the worker reconnects and loses nothing', async () => {
@@ -170,6 +189,7 @@ test('connection loss (walsender and target backend terminated): the worker reco
     return walsender.rows.length + backend.rows.length;
   };
   for (let round = 0; round < 3; round++) {
+    await waitForStreaming(dbs(), 'edge');
     await dbs().source.query(`INSERT INTO checked SELECT g, g, 'round ${round}' FROM generate_series(${100 + round * 100}, ${150 + round * 100}) g`);
     expect(await kill()).toBeGreaterThan(0);
     // Written while the worker is disconnected or reconnecting.

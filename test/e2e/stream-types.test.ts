@@ -137,7 +137,7 @@ test('a 20 MB text and a 10 MB bytea: streamed in, kept through updates of other
   await matches('after deleting a big row');
   expect(worker!.finished()).toBe(false);
   expect((await dbs().target.query(`SELECT count(*)::int AS n FROM syncctl.sync_conflicts`)).rows).toEqual([{ n: 0 }]);
-});
+}, 240_000);
 
 test('a mapping that reads a generated source column is refused by plan, with the reason and the fix', async () => {
   const reading = await loadSync(specs.write({ 'gen.sync.ts': syncSpec({ name: 'gen_check', tables: `    doubled: {

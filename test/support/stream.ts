@@ -2,9 +2,10 @@
  * End-to-end helpers for the stream: run the worker (in this process or as `node bin/syncctl run`)
  * and wait until the target equals the mapped source.
  *
- * "Equals" compares whole tables: every mapped column of every row, as text. The expected rows
- * are computed on the SOURCE by the spec's own SQL (its column expressions and row filter), each
- * cast to the target column's type, so the comparison reads exactly what the target should hold:
+ * "Equals" compares whole tables: every mapped column of every row, as text (rows of megabytes by
+ * md5 and length of that text). The expected rows are computed on the SOURCE by the spec's own SQL
+ * (its column expressions and row filter), each cast to the target column's type, so the
+ * comparison reads exactly what the target should hold:
  *
  *   await expectTargetMatches(dbs(), sync.tables);           // polls, then compares row by row
  */
@@ -37,8 +38,10 @@ export interface Databases {
 }
 
 interface Side {
-  /** SELECT k (sort key, text), r (the row as jsonb text) */
+  /** SELECT k (the key as text), r (the row as text) */
   readonly select: string;
+  /** SELECT h: a hash per row (of its key and of each column's text), cheap on megabyte values. */
+  readonly hashes: string;
 }
 
 async function targetTypes(target: pg.Client, table: QualifiedName): Promise<Map<string, string>> {
@@ -55,10 +58,14 @@ async function sides(db: Databases, table: MappedTable): Promise<{ source: Side;
   const mapped = (column: string) => `(CAST((${expression.get(column)!}) AS ${types.get(column)!}))::text`;
   const plain = (column: string) => `(${quoteIdent(column)})::text`;
   // ROW(...)::text keeps NULL apart from '' and is much cheaper than jsonb on big tables.
-  const build = (value: (column: string) => string, from: string, where?: string): Side => ({
-    select: `SELECT ROW(${table.key.map(value).join(', ')})::text AS k, ROW(${table.columns.map((c) => value(c.target)).join(', ')})::text AS r ` +
-      `FROM ${from}${where !== undefined ? ` WHERE coalesce((${where}), false)` : ''}`,
-  });
+  const build = (value: (column: string) => string, from: string, where?: string): Side => {
+    const filter = `FROM ${from}${where !== undefined ? ` WHERE coalesce((${where}), false)` : ''}`;
+    const hash = (columns: readonly string[]) => `hashtextextended(ROW(${columns.map((c) => `hashtextextended(${value(c)}, 0)`).join(', ')})::text, 0)`;
+    return {
+      select: `SELECT ROW(${table.key.map(value).join(', ')})::text AS k, ROW(${table.columns.map((c) => value(c.target)).join(', ')})::text AS r ${filter}`,
+      hashes: `SELECT ${hash(table.key)}::numeric * 3 + ${hash(table.columns.map((c) => c.target))} AS h ${filter}`,
+    };
+  };
   return {
     source: build(mapped, quoteQualified(table.source), table.where),
     target: build(plain, quoteQualified(table.target), table.targetWhere),
@@ -67,13 +74,17 @@ async function sides(db: Databases, table: MappedTable): Promise<{ source: Side;
 
 /** Row count and an order-independent hash of all rows: cheap to poll, compared exactly later. */
 async function digest(client: pg.Client, side: Side): Promise<string> {
-  const { rows } = await client.query<{ n: number; d: string | null }>(
-    `SELECT count(*)::int AS n, sum(hashtextextended(k || E'\\t' || r, 0))::text AS d FROM (${side.select}) AS q`);
+  const { rows } = await client.query<{ n: number; d: string | null }>(`SELECT count(*)::int AS n, sum(h)::text AS d FROM (${side.hashes}) AS q`);
   return `${rows[0]!.n}:${rows[0]!.d ?? ''}`;
 }
 
+/** Rows up to this long are compared as text; longer ones (megabytes of TOAST) by md5 and length. */
+const EXACT_ROW_CHARS = 8192;
+
 async function fetchRows(client: pg.Client, side: Side): Promise<Map<string, string>> {
-  const { rows } = await client.query<{ k: string; r: string }>(side.select);
+  const { rows } = await client.query<{ k: string; r: string }>(
+    `SELECT k, CASE WHEN length(r) <= ${EXACT_ROW_CHARS} THEN r ELSE left(r, 200) || '… md5 ' || md5(r) || ', ' || length(r) || ' chars' END AS r ` +
+    `FROM (${side.select}) AS q`);
   const out = new Map<string, string>();
   for (const row of rows) {
     // A key seen twice would be a duplicate (the target's unique key makes it impossible there).
@@ -84,7 +95,7 @@ async function fetchRows(client: pg.Client, side: Side): Promise<Map<string, str
 
 function clip(text: string | undefined): string {
   if (text === undefined) return '(absent)';
-  return text.length > 300 ? `${text.slice(0, 300)}… (${text.length} chars)` : text;
+  return text.length > 300 ? `${text.slice(0, 200)} … ${text.slice(-80)}` : text;
 }
 
 /** Differences between expected (mapped source) and actual (target) rows, at most `limit` listed. */
@@ -122,8 +133,8 @@ export async function expectTargetMatches(db: Databases, tables: readonly Mapped
       if (a !== b) { same = false; break; }
     }
     if (same || Date.now() > deadline) break;
-    // Digests of big tables cost CPU the worker needs: poll at most a quarter of the time.
-    await sleep(Math.max(100, 3 * (Date.now() - started)));
+    // Digests of big tables cost CPU the worker needs: poll at most half of the time.
+    await sleep(Math.max(100, Date.now() - started));
   }
   const problems: string[] = [];
   for (const t of tables) problems.push(...(await compareTable(db, t)));
@@ -221,6 +232,17 @@ export async function positions(db: Databases, syncName: string): Promise<{ chec
   const s = await db.source.query<{ lsn: string | null }>(
     'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [`syncctl_${syncName}`]);
   return { checkpoint: c.rows[0]?.lsn, confirmed: s.rows[0]?.lsn ?? undefined };
+}
+
+/** Waits until the sync's slot is in use (a worker is streaming from it). */
+export async function waitForStreaming(db: Databases, syncName: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await db.source.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [`syncctl_${syncName}`]);
+    if (rows[0]?.active) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for a worker to stream from syncctl_${syncName}`);
+    await sleep(50);
+  }
 }
 
 export function sleep(ms: number): Promise<void> {
