@@ -20,12 +20,12 @@ import { startLocalCluster, type LocalCluster, type PostgresMajor } from '../src
 import { applyAll, destroyAll } from '../src/plan/reconcile.ts';
 import { loadSpecs } from '../src/spec/load-specs.ts';
 import type { LoadedSync } from '../src/spec/loaded-sync.ts';
-import { NATIVE_PUB, NativeContestant, SyncctlContestant, type Contestant, type ContestantName } from './contestants.ts';
+import { NATIVE_PUB, NativeContestant, SyncctlContestant, type Contestant } from './contestants.ts';
 import { CpuWindow, formatCores, postmasterPid } from './cpu.ts';
 import { Db, now, sleep } from './db.ts';
 import { LagProbe, timeLags } from './lag.ts';
 import { fmt, Results, writeResultsFile } from './report.ts';
-import { IDENT_SYNC, MAPPED_TARGET_DDL, PGBENCH_TABLES, SOURCE_ENV, TARGET_ENV, writeSpecs } from './specs.ts';
+import { MAPPED_TARGET_DDL, PGBENCH_TABLES, SOURCE_ENV, TARGET_ENV, writeSpecs } from './specs.ts';
 import { percentile } from './stats.ts';
 import { ensureTools, type Tools } from './tools.ts';
 import { childLabels, killAllChildren, track } from './worker-process.ts';
@@ -357,7 +357,6 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
     pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.liveSeconds), '-R', String(b.rate)]);
     tEnd = now();
     await cpuNote(b, `d. live pgbench · ${c.name}`, cpu);
-    const worker = c instanceof SyncctlContestant ? c.worker : undefined;
     const marker = await markerTxn(b);
     caught = await waitApplied(b, c, marker, { timeoutS: CONFIG.catchUpTimeoutS }).catch((error: unknown) => {
       if (!(error instanceof CatchUpTimeout)) throw error;
@@ -612,6 +611,16 @@ async function main(): Promise<void> {
     };
     if (CONFIG.fixedRate !== undefined) b.notes.push(`(d) rate: fixed by PGBENCH_RATE = ${CONFIG.fixedRate} tx/s for both contestants.`);
 
+    /** RESULTS.md (and results.json) after every repetition, so an interrupted run leaves what it measured. */
+    const writeReport = (repsDone: number) => {
+      writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({
+        config: { ...CONFIG, only: [...CONFIG.only] }, repsDone, results: b.results.toJSON(), cpu: Object.fromEntries(b.cpuNotes),
+      }, null, 2));
+      writeResultsFile(path.join(BENCH_DIR, 'RESULTS.md'), MODE, renderSection({
+        b, repsDone, total: now() - started, machineLines, serverVersion, settingsShown, nodeVersion: process.version, pgbench: tools.version,
+      }));
+    };
+
     await setupData(b);
     // syncctl's own schema on the target is created once, outside every measurement.
     say('warm-up: syncctl apply + destroy on a 100-row table');
@@ -629,33 +638,17 @@ async function main(): Promise<void> {
       }
       if (want('a')) await scenarioMapped(b, rep);
       if (want('f')) await scenarioF(b, rep);
+      if (rep < CONFIG.reps) writeReport(rep);
     }
 
     const total = now() - started;
     say(`done in ${total.toFixed(0)} s`);
-    const table = b.results.table();
-    process.stdout.write(`\n${table}\n\n`);
-    const busySeconds = b.outside.reduce((a, [c, s]) => a + c * s, 0);
-    const windowSeconds = b.outside.reduce((a, [, s]) => a + s, 0);
-    const outsideAvg = windowSeconds > 0 ? busySeconds / windowSeconds : 0;
-    const outsideMax = Math.max(0, ...b.outside.map(([c]) => c));
-    const stealAvg = windowSeconds > 0 ? b.outside.reduce((a, [, s, st]) => a + st * s, 0) / windowSeconds : 0;
-    const quietness = `During the measured windows, other processes on this machine used ${outsideAvg.toFixed(2)} cores on average ` +
-      `(${outsideMax.toFixed(2)} at most) and the hypervisor stole ${stealAvg.toFixed(2)} cores on average (/proc/stat steal), of ${os.cpus().length}`;
-    b.notes.unshift(quietness);
-    say(quietness);
-    if (outsideAvg + stealAvg > 0.25) {
-      const w = `the machine was not quiet (${outsideAvg.toFixed(2)} cores used by other processes and ${stealAvg.toFixed(2)} stolen by the hypervisor on average): ` +
-        'absolute figures and ratios are unreliable; re-run on an idle machine';
-      b.warnings.push(w);
-      say(`WARNING ${w}`);
-    }
-    for (const w of b.warnings) process.stdout.write(`WARNING: ${w}\n`);
-    writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ config: { ...CONFIG, only: [...CONFIG.only] }, results: b.results.toJSON(), cpu: Object.fromEntries(b.cpuNotes) }, null, 2));
-    const section = renderSection({
-      b, table, total, machineLines, serverVersion, settingsShown, nodeVersion: process.version, pgbench: tools.version,
-    });
-    writeResultsFile(path.join(BENCH_DIR, 'RESULTS.md'), MODE, section);
+    const q = quietness(b);
+    say(q.text);
+    if (q.warning) say(`WARNING ${q.warning}`);
+    process.stdout.write(`\n${b.results.table()}\n\n`);
+    for (const w of [...b.warnings, ...(q.warning ? [q.warning] : [])]) process.stdout.write(`WARNING: ${w}\n`);
+    writeReport(CONFIG.reps);
     say(`bench/RESULTS.md updated (section "${MODE}")`);
   } finally {
     // Interrupted: the signal handler stops everything and exits; keep it installed until then.
@@ -670,10 +663,28 @@ async function main(): Promise<void> {
   }
 }
 
+function quietness(b: Bench): { text: string; warning: string | undefined } {
+  const windowSeconds = b.outside.reduce((a, [, s]) => a + s, 0);
+  const avg = (pick: (w: [number, number, number]) => number) =>
+    windowSeconds > 0 ? b.outside.reduce((a, w) => a + pick(w) * w[1], 0) / windowSeconds : 0;
+  const outsideAvg = avg((w) => w[0]);
+  const stealAvg = avg((w) => w[2]);
+  const outsideMax = Math.max(0, ...b.outside.map(([c]) => c));
+  const text = `During the measured windows, other processes on this machine used ${outsideAvg.toFixed(2)} cores on average ` +
+    `(${outsideMax.toFixed(2)} at most) and the hypervisor stole ${stealAvg.toFixed(2)} cores on average (/proc/stat steal), of ${os.cpus().length}.`;
+  const warning = outsideAvg + stealAvg > 0.25
+    ? `the machine was not quiet (${outsideAvg.toFixed(2)} cores used by other processes and ${stealAvg.toFixed(2)} stolen by the hypervisor on average): ` +
+      'absolute figures and ratios are unreliable; re-run on an idle machine'
+    : undefined;
+  return { text, warning };
+}
+
 function renderSection(r: {
-  b: Bench; table: string; total: number; machineLines: string[]; serverVersion: string; settingsShown: string[]; nodeVersion: string; pgbench: string;
+  b: Bench; repsDone: number; total: number; machineLines: string[]; serverVersion: string; settingsShown: string[]; nodeVersion: string; pgbench: string;
 }): string {
   const { b } = r;
+  const q = quietness(b);
+  const warnings = [...(q.warning ? [q.warning] : []), ...b.warnings];
   const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
   const lines = [
     `## ${MODE === 'full' ? 'Full run (`npm run bench`)' : 'Quick run (`npm run bench:quick`)'} — ${date}`,
@@ -685,16 +696,17 @@ function renderSection(r: {
     `- native subscription: copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
     `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants alternating (native first in odd repetitions); ` +
       `backlog ${CONFIG.backlogTx} tx; live load ${CONFIG.liveSeconds} s, ${CONFIG.clients} clients, ${CONFIG.threads} threads, --rate ${b.rate ?? 'n/a'}`,
-    `- total run time ${r.total.toFixed(0)} s`,
+    `- total run time ${r.total.toFixed(0)} s${r.repsDone < CONFIG.reps ? ` — PARTIAL: ${r.repsDone} of ${CONFIG.reps} repetitions done so far` : ''}`,
+    `- ${q.text}`,
     '',
     'Ratios: higher-is-better metrics (↑) syncctl / native, lower-is-better metrics (↓) native / syncctl, so **> 1 means syncctl is better**; ' +
       'rows without an arrow are information. ' +
       'pgbench_history has no primary key and is left out of both contestants\' publications: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).',
     '',
-    r.table,
+    b.results.table(),
     '',
   ];
-  if (b.warnings.length > 0) lines.push('**Warnings**', '', ...b.warnings.map((w) => `- ${w}`), '');
+  if (warnings.length > 0) lines.push('**Warnings**', '', ...warnings.map((w) => `- ${w}`), '');
   lines.push('### How each number is measured', '', ...METHOD.map((m) => `- ${m}`), ...b.notes.map((n) => `- ${n}`), '');
   lines.push('### CPU per process (cores busy over the measured window, last repetition)', '',
     'Labels: src./tgt. = Postgres processes of the source / target (backend(<application_name>), walsender(<application_name>), background workers); ' +

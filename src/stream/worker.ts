@@ -168,8 +168,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
 
     for await (const { message, walEnd } of stream.messages()) {
       if (message === undefined) {
-        // A keepalive: nothing more is waiting, so a finished batch commits now.
-        if (!inTransaction && lastCommit) await commit();
+        // A keepalive (the server sends one after most transactions while we have not confirmed):
+        // commit a finished batch only when nothing more is waiting or the batch is old enough,
+        // otherwise every source transaction would become its own target transaction.
+        if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= batchMs)) await commit();
         // With nothing received left uncommitted or unflushed, every transaction the server
         // committed before walEnd has been sent and applied, or had nothing for this sync:
         // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
