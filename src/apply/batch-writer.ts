@@ -74,10 +74,6 @@ export class BatchWriter {
     this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false });
   }
 
-  has(id: string): boolean {
-    return this.tables.has(id);
-  }
-
   async begin(): Promise<void> {
     if (this.inTransaction) return;
     // Staging tables live in temp buffers; the default 8 MB would spill every large batch to disk.

@@ -73,14 +73,7 @@ export class CopyTextBuilder {
 
   private escaped(value: Buffer): void {
     // At most two bytes out per byte in; most values need no escaping and are copied whole.
-    let special = -1;
-    for (let i = 0; i < value.length; i++) {
-      const b = value[i]!;
-      if (b === BACKSLASH || b === NEWLINE || b === RETURN || b === TAB) {
-        special = i;
-        break;
-      }
-    }
+    const special = firstSpecial(value);
     if (special === -1) {
       this.ensure(value.length);
       value.copy(this.block, this.pos);
@@ -108,17 +101,19 @@ export class CopyTextBuilder {
 
 /** A value escaped for COPY text format; the same slice when nothing needs escaping. */
 export function escape(value: Buffer): Buffer {
-  let special = -1;
-  for (let i = 0; i < value.length; i++) {
-    const b = value[i]!;
-    if (b === BACKSLASH || b === NEWLINE || b === RETURN || b === TAB) {
-      special = i;
-      break;
-    }
-  }
+  const special = firstSpecial(value);
   if (special === -1) return value;
   const builder = new CopyTextBuilder();
   builder.addRow([value]);
   const out = builder.take();
   return out.subarray(0, out.length - 1);
+}
+
+/** Index of the first byte COPY text format must escape, or -1. */
+function firstSpecial(value: Buffer): number {
+  for (let i = 0; i < value.length; i++) {
+    const b = value[i]!;
+    if (b === BACKSLASH || b === NEWLINE || b === RETURN || b === TAB) return i;
+  }
+  return -1;
 }

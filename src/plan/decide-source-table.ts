@@ -52,32 +52,27 @@ export function decideSourceTable(facts: TableFacts, needs: SourceTableNeeds): S
     identityColumns = facts.columns.map((c) => c.name);
     return facts.replicaIdentity === 'full' ? undefined : ({ kind: 'full' } as const);
   };
+  // The unique NOT NULL index with the fewest columns that carries the key's source columns, else FULL.
+  const widen = (): ReplicaIdentitySetting | undefined => {
+    const index = smallestIdentityIndex(facts, needs.keyColumnsRead);
+    if (!index) return full();
+    identityColumns = index.columns;
+    return { kind: 'index', index: index.name };
+  };
 
   if (needs.replicaIdentity === 'full') {
     setReplicaIdentity = full();
     if (setReplicaIdentity) replicaIdentityReason = `the spec asks for replicaIdentity: 'full' (was ${current})`;
   } else if (identityColumns.length === 0) {
     // Without an identity, UPDATE and DELETE of a published table fail on the source.
-    const index = smallestIdentityIndex(facts, needs.keyColumnsRead);
-    if (index) {
-      setReplicaIdentity = { kind: 'index', index: index.name };
-      identityColumns = index.columns;
-    } else {
-      setReplicaIdentity = full();
-    }
+    setReplicaIdentity = widen();
     replicaIdentityReason =
       `${facts.name.schema}.${facts.name.name} has replica identity ${current}, so publishing its UPDATEs and DELETEs ` +
       `would make them fail on the source; ${setReplicaIdentity?.kind === 'index' ? `unique index ${(setReplicaIdentity as { index: string }).index} identifies rows` : 'no unique NOT NULL index exists, so the whole old row identifies it'}`;
   } else {
     const missing = needs.keyColumnsRead.filter((c) => !identityColumns.includes(c));
     if (needs.mode === 'mapped' && missing.length > 0) {
-      const index = smallestIdentityIndex(facts, needs.keyColumnsRead);
-      if (index) {
-        setReplicaIdentity = { kind: 'index', index: index.name };
-        identityColumns = index.columns;
-      } else {
-        setReplicaIdentity = full();
-      }
+      setReplicaIdentity = widen();
       replicaIdentityReason =
         `the target key is computed from ${list(needs.keyColumnsRead)}, but the replica identity (${current}) does not carry ` +
         `${list(missing)}: updates and deletes could not find their target row. ` +

@@ -148,9 +148,6 @@ export class ReplicationStream {
     return this.confirmed;
   }
 
-  get receivedLsn(): Lsn {
-    return this.received;
-  }
 
   private sendFeedback(requestReply: boolean): void {
     if (this.duplex.writableEnded || this.duplex.destroyed) return;
