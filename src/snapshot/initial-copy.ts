@@ -23,15 +23,25 @@ import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
+import { postgresMessage } from '../catalog/analyze-mapping.ts';
+import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type SessionSettings } from './source-evaluation.ts';
+import { from as copyFrom } from 'pg-copy-streams';
+import { pipeline } from 'node:stream/promises';
 
-/** Blocks per chunk: 8 kB blocks, so about 128 MB of heap per chunk. SYNCCTL_COPY_CHUNK_BLOCKS overrides it (tests). */
-const CHUNK_BLOCKS = 16_384;
-
-function chunkBlocks(): number {
-  const configured = Number(process.env['SYNCCTL_COPY_CHUNK_BLOCKS']);
-  return Number.isInteger(configured) && configured > 0 ? configured : CHUNK_BLOCKS;
-}
 const PARALLEL = 2;
+/** At most 8 kB × 16384 = 128 MB of heap per chunk, at least 8 MB (smaller chunks only add round trips). */
+const MAX_CHUNK_BLOCKS = 16_384;
+const MIN_CHUNK_BLOCKS = 1_024;
+
+/**
+ * Blocks per chunk: enough chunks that every parallel copier gets two (a table of a few thousand
+ * blocks is otherwise one chunk copied by one connection). SYNCCTL_COPY_CHUNK_BLOCKS overrides it (tests).
+ */
+function chunkBlocks(blocks: number): number {
+  const configured = Number(process.env['SYNCCTL_COPY_CHUNK_BLOCKS']);
+  if (Number.isInteger(configured) && configured > 0) return configured;
+  return Math.min(MAX_CHUNK_BLOCKS, Math.max(MIN_CHUNK_BLOCKS, Math.ceil(blocks / (2 * PARALLEL))));
+}
 
 export interface CopyProgress {
   readonly table: string;
@@ -40,6 +50,10 @@ export interface CopyProgress {
   readonly chunks: number;
   /** When this table's copy started (ms since the epoch). */
   readonly startedAt: number;
+  /** Chunks of this run COPYed straight into the target table (the rest were staged). */
+  readonly directChunks: number;
+  /** Why the table's chunks go straight into the target table, or why they are staged. */
+  readonly pathReason: string;
 }
 
 export interface InitialCopyOptions {
@@ -114,22 +128,60 @@ async function copyTable(
       WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
   const chunks = await planChunks(sync, resolved, snapshot, target);
   const pending = chunks.filter((c) => !c.done);
+  const path = await choosePath(sync, resolved, target, chunks);
+  options.logger?.info({ table: table.name, path: path.direct ? 'direct' : 'staged', reason: path.reason },
+    path.direct ? 'copy path: COPY straight into the target table' : 'copy path: staged and applied like the stream');
   const startedAt = Date.now();
   let rows = 0;
   let done = chunks.length - pending.length;
   const queue = [...pending];
   const workers = Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
     for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
-      rows += await copyChunk(sync, resolved, snapshot, chunk, order);
+      rows += await copyChunk(sync, resolved, snapshot, chunk, order, path, options.logger);
       done++;
-      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length, startedAt });
+      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length, startedAt, directChunks: path.chunksDirect, pathReason: path.reason });
     }
   });
   await Promise.all(workers);
   await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
     [sync.name, table.name]);
-  options.logger?.info({ table: table.name, rows, chunks: chunks.length }, 'copied');
+  options.logger?.info({ table: table.name, rows, chunks: chunks.length, direct: path.direct ? path.chunksDirect : 0 }, 'copied');
   return rows;
+}
+
+type TablePath = CopyPath & {
+  /** The target session's value settings, given to every source session of the copy. */
+  readonly settings: SessionSettings;
+  /** Chunks that went the direct way; a chunk that had to fall back turns the rest of the table to staging. */
+  chunksDirect: number;
+  fellBack: boolean;
+};
+
+/**
+ * The direct path (COPY of the mapped rows straight into the target table) skips the staging
+ * table, the reduce and the upsert: one write per row instead of three. It is taken when the
+ * mapping gives the same values on the source (decideCopyPath) and the target table is empty when
+ * its copy begins, so plain inserts are all the staging path would do. A resumed copy finds its
+ * own finished chunks there; chunks are disjoint ctid ranges, so that is fine too. Anything else
+ * (a row already there, two source rows with one key) makes the chunk's COPY fail, and that chunk
+ * is copied through the staging path instead, in the same transaction.
+ */
+async function choosePath(sync: LoadedSync, resolved: ResolvedTable, target: Connection, chunks: readonly Chunk[]): Promise<TablePath> {
+  const settings = await readValueSettings(target);
+  const staged = (reason: string): TablePath => ({ direct: false, reason, settings, chunksDirect: 0, fellBack: false });
+  if (!chunks.some((c) => c.done)) {
+    const { rows } = await target.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM ${quoteQualified(resolved.table.target)}) AS any`);
+    if (rows[0]!.any) return staged('the target table already has rows');
+  }
+  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
+  try {
+    const path = await decideCopyPath(source, target, resolved, settings);
+    return { ...path, settings, chunksDirect: 0, fellBack: false };
+  } catch (error) {
+    return staged(`the source could not be probed: ${postgresMessage(error)}`);
+  } finally {
+    await source.close();
+  }
 }
 
 interface Chunk {
@@ -164,7 +216,7 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
     await source.close();
   }
   const chunks: Chunk[] = [];
-  const size = chunkBlocks();
+  const size = chunkBlocks(blocks);
   if (blocks <= size) chunks.push({ index: 0, lower: null, upper: null, done: false });
   else {
     for (let start = 0, i = 0; start < blocks; start += size, i++) {
@@ -181,30 +233,65 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
   return chunks;
 }
 
-async function copyChunk(sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, chunk: Chunk, order: number): Promise<number> {
+/** A source session reading under the copy's snapshot, printing values as the target session would. */
+async function snapshotSession(sync: LoadedSync, snapshot: ExportedSnapshot, settings: SessionSettings): Promise<Connection> {
+  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
+  try {
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
+    // Under a savepoint: a setting the source refuses must not abort the read (decideCopyPath then chose staging).
+    await source.query('SAVEPOINT syncctl_settings');
+    await applyValueSettings(source, settings).then(
+      () => source.query('RELEASE SAVEPOINT syncctl_settings'),
+      () => source.query('ROLLBACK TO SAVEPOINT syncctl_settings'));
+    return source;
+  } catch (error) {
+    await source.close();
+    throw error;
+  }
+}
+
+function chunkConditions(resolved: ResolvedTable, chunk: Chunk): string {
   const { table, decision } = resolved;
-  const columns = publishedColumns(resolved);
   const conditions: string[] = [];
   if (chunk.lower !== null) conditions.push(`ctid >= '(${chunk.lower},0)'::tid`);
   if (chunk.upper !== null) conditions.push(`ctid < '(${chunk.upper},0)'::tid`);
   // A publication row filter is applied at the source, as the publication applies it to the stream.
   if (decision.filterAt === 'publication' && table.where !== undefined) conditions.push(`(${table.where})`);
-  const select = `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(table.source)}` +
-    (conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '');
+  return conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
+}
 
-  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
+async function copyChunk(
+  sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, chunk: Chunk, order: number, path: TablePath, logger: Logger | undefined,
+): Promise<number> {
+  const { table } = resolved;
+  const columns = publishedColumns(resolved);
+  const where = chunkConditions(resolved, chunk);
+  let source = await snapshotSession(sync, snapshot, path.settings);
   const target = await connect('target', sync.targetUrl, 'syncctl copy');
   try {
-    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
     const writer = new BatchWriter(target.client, sync.name);
     const id = `copy_${chunk.index}`;
     writer.register({ apply: buildApplyTable(id, resolved, columns), tableName: table.name, onError: table.onError, order });
     await writer.begin();
-    const out = source.client.query(copyTo(`COPY (${select}) TO STDOUT`));
-    await writer.stageCopy(id, columns, out);
-    await writer.applyStaged({ lsn: snapshot.consistentPoint, commitTime: null });
-    const rows = out.rowCount;
+    let rows: number | undefined;
+    if (path.direct && !path.fellBack && !(await hasLocalChanges(target, resolved))) {
+      rows = await copyDirect(source, target, resolved, path, where).catch(async (error: unknown) => {
+        // The source session may be stuck in the middle of its COPY: read the chunk again on a fresh one.
+        await source.close();
+        source = await snapshotSession(sync, snapshot, path.settings);
+        path.fellBack = true;
+        logger?.info({ table: table.name, chunk: chunk.index, reason: postgresMessage(error) }, 'direct copy rejected by the target: this chunk and the rest are staged');
+        return undefined;
+      });
+      if (rows !== undefined) path.chunksDirect++;
+    }
+    if (rows === undefined) {
+      const out = source.client.query(copyTo(`COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(table.source)}${where}) TO STDOUT`));
+      await writer.stageCopy(id, columns, out);
+      await writer.applyStaged({ lsn: snapshot.consistentPoint, commitTime: null });
+      rows = out.rowCount;
+    }
     await target.query(`UPDATE syncctl.snapshot_chunks SET rows_copied = $4, done_at = now() WHERE sync_name = $1 AND table_name = $2 AND chunk = $3`,
       [sync.name, table.name, chunk.index, rows]);
     await writer.commitPlain();
@@ -213,5 +300,39 @@ async function copyChunk(sync: LoadedSync, resolved: ResolvedTable, snapshot: Ex
   } finally {
     await source.close();
     await target.close();
+  }
+}
+
+/**
+ * The staging path forgets syncctl.local_changes entries of the keys it writes (conflict
+ * tracking restarts there); COPY cannot. A table with entries keeps the staging path.
+ */
+async function hasLocalChanges(target: Connection, resolved: ResolvedTable): Promise<boolean> {
+  const name = `${resolved.table.target.schema}.${resolved.table.target.name}`;
+  const { rows } = await target.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = $1) AS any`, [name]);
+  return rows[0]!.any;
+}
+
+/**
+ * One chunk, mapped on the source, COPYed into the target table inside the chunk's transaction
+ * (opened by BatchWriter.begin, which marks it as the sync's own write). Under a savepoint: when
+ * the target rejects it, the transaction is as before and the caller stages the chunk instead.
+ */
+async function copyDirect(source: Connection, target: Connection, resolved: ResolvedTable, path: CopyPath, where: string): Promise<number> {
+  if (!path.direct) throw new Error('not a direct path');
+  const filter = path.filter === undefined ? '' : `${where === '' ? ' WHERE' : ' AND'} ${path.filter}`;
+  const select = `SELECT ${path.columns.map((c) => c.select).join(', ')} FROM ${quoteQualified(resolved.table.source)}${where}${filter}`;
+  await target.query('SAVEPOINT syncctl_direct');
+  try {
+    const out = source.client.query(copyTo(`COPY (${select}) TO STDOUT`));
+    const sink = target.client.query(copyFrom(
+      `COPY ${quoteQualified(resolved.table.target)} (${path.columns.map((c) => quoteIdent(c.target)).join(', ')}) FROM STDIN`));
+    await pipeline(out, sink);
+    await target.query('RELEASE SAVEPOINT syncctl_direct');
+    return out.rowCount;
+  } catch (error) {
+    await target.query('ROLLBACK TO SAVEPOINT syncctl_direct');
+    await target.query('RELEASE SAVEPOINT syncctl_direct');
+    throw error;
   }
 }
