@@ -25,6 +25,7 @@ import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
 import { postgresMessage } from '../catalog/analyze-mapping.ts';
 import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type SessionSettings } from './source-evaluation.ts';
+import { pruneRecopy, markRecopy, isRecopy } from './prune-recopy.ts';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 
@@ -120,8 +121,12 @@ async function copyTable(
   const paused = await target.query(`SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND state = 'paused'`,
     [sync.name, table.name]);
   if (paused.rows.length > 0) {
+    await target.query('BEGIN');
     await target.query(`DELETE FROM syncctl.snapshot_chunks WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
     await target.query(`UPDATE syncctl.sync_tables SET snapshot_lsn = NULL, error = NULL WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
+    // A copy cut short resumes as 'copying' like any other: the mark keeps the prune due.
+    await markRecopy(target, sync.name, table.name);
+    await target.query('COMMIT');
   }
   await target.query(
     `UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = coalesce(snapshot_lsn, $3::pg_lsn), updated_at = now()
@@ -143,8 +148,25 @@ async function copyTable(
     }
   });
   await Promise.all(workers);
-  await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
-    [sync.name, table.name]);
+  // Rows the source deleted while the table was paused are gone from the source, not from the
+  // target: the recopy upserts. They go before the table streams again.
+  if (await isRecopy(target, sync.name, table.name)) {
+    await target.query('BEGIN');
+    let pruned: number;
+    try {
+      pruned = await pruneRecopy(sync.name, resolved, target, () => snapshotSession(sync, snapshot, path.settings));
+      await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+        [sync.name, table.name]);
+      await target.query('COMMIT');
+    } catch (error) {
+      await target.query('ROLLBACK').catch(() => {});
+      throw error;
+    }
+    options.logger?.info({ table: table.name, pruned }, 'removed rows the source deleted while the table was paused');
+  } else {
+    await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+      [sync.name, table.name]);
+  }
   options.logger?.info({ table: table.name, rows, chunks: chunks.length, direct: path.direct ? path.chunksDirect : 0 }, 'copied');
   return rows;
 }
@@ -195,7 +217,7 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
   const { table } = resolved;
   const existing = await target.query<{ chunk: number; lower_bound: string | null; upper_bound: string | null; done: boolean }>(
     `SELECT chunk, lower_bound, upper_bound, done_at IS NOT NULL AS done FROM syncctl.snapshot_chunks
-      WHERE sync_name = $1 AND table_name = $2 ORDER BY chunk`, [sync.name, table.name]);
+      WHERE sync_name = $1 AND table_name = $2 AND chunk >= 0 ORDER BY chunk`, [sync.name, table.name]);
   if (existing.rows.length > 0) {
     return existing.rows.map((r) => ({
       index: r.chunk, lower: r.lower_bound === null ? null : Number(r.lower_bound), upper: r.upper_bound === null ? null : Number(r.upper_bound), done: r.done,
