@@ -261,11 +261,8 @@ async function snapshotSession(sync: LoadedSync, snapshot: ExportedSnapshot, set
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
-    // Under a savepoint: a setting the source refuses must not abort the read (decideCopyPath then chose staging).
-    await source.query('SAVEPOINT syncctl_settings');
-    await applyValueSettings(source, settings).then(
-      () => source.query('RELEASE SAVEPOINT syncctl_settings'),
-      () => source.query('ROLLBACK TO SAVEPOINT syncctl_settings'));
+    // A setting the source refuses is left out (decideCopyPath has then chosen what still works).
+    await applyValueSettings(source, settings);
     return source;
   } catch (error) {
     await source.close();

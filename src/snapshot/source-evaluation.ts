@@ -75,11 +75,37 @@ export async function readValueSettings(target: Connection): Promise<SessionSett
   return rows.map((r) => [r.name, r.value] as const);
 }
 
-/** Transaction-local: the settings last only as long as the copy's read of the snapshot. */
-export async function applyValueSettings(source: Connection, settings: SessionSettings): Promise<void> {
-  if (settings.length === 0) return;
-  await source.query(`SELECT ${settings.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
-    settings.flatMap(([name, value]) => [name, value]));
+/**
+ * Transaction-local: the settings last only as long as the copy's read of the snapshot. Each under
+ * its own savepoint, so one the source refuses (a time zone or locale it does not have) leaves the
+ * others applied; returns the names refused.
+ */
+export async function applyValueSettings(source: Connection, settings: SessionSettings): Promise<string[]> {
+  if (settings.length === 0) return [];
+  // The usual case in one statement; one by one only when the source refuses something.
+  await source.query('SAVEPOINT syncctl_setting');
+  try {
+    await source.query(`SELECT ${settings.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
+      settings.flatMap(([name, value]) => [name, value]));
+    await source.query('RELEASE SAVEPOINT syncctl_setting');
+    return [];
+  } catch {
+    await source.query('ROLLBACK TO SAVEPOINT syncctl_setting');
+    await source.query('RELEASE SAVEPOINT syncctl_setting');
+  }
+  const refused: string[] = [];
+  for (const [name, value] of settings) {
+    await source.query('SAVEPOINT syncctl_setting');
+    try {
+      await source.query(`SELECT set_config($1, $2, true)`, [name, value]);
+      await source.query('RELEASE SAVEPOINT syncctl_setting');
+    } catch {
+      await source.query('ROLLBACK TO SAVEPOINT syncctl_setting');
+      await source.query('RELEASE SAVEPOINT syncctl_setting');
+      refused.push(name);
+    }
+  }
+  return refused;
 }
 
 interface ServerFacts {
@@ -156,6 +182,8 @@ async function probe(source: Connection, table: string, expression: string): Pro
 const FIXED_COLLATIONS = new Set([950, 951]);
 const DEFAULT_COLLATION = 100;
 const BOOL_OID = 16;
+/** regclass, regtype, …: their input and output look names up in the catalog of the server that runs them. */
+const CATALOG_TYPES = new Set([24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191]);
 
 /**
  * Decides the copy path of one table. `source` and `target` are plain sessions (no snapshot
@@ -184,12 +212,12 @@ export async function decideCopyPath(source: Connection, target: Connection, res
   const columns: { target: string; select: string }[] = [];
   await source.query('BEGIN');
   try {
-    // The copy sessions take these; a source that refuses one (an unknown time zone or locale) cannot print as the target reads.
-    try {
-      await applyValueSettings(source, settings);
-    } catch (error) {
-      return staged(`the source does not accept the target's settings: ${postgresMessage(error)}`);
-    }
+    // The copy sessions take these. Without the target's formats the source cannot print values as
+    // the target reads them; without its lc_* settings only the locale-aware formatting differs.
+    const refused = await applyValueSettings(source, settings);
+    const refusedFormats = refused.filter((name) => !name.startsWith('lc_'));
+    if (refusedFormats.length > 0) return staged(`the source refuses the target's ${refusedFormats.join(', ')}`);
+    const refusedLocale = refused.length > 0 ? `the source refuses the target's ${refused.join(', ')}` : undefined;
     const relid = (await source.query<{ oid: number }>(`SELECT $1::regclass::oid::int AS oid`, [quoteQualified(table.source)])).rows[0]!.oid;
     for (const mapping of table.columns) {
       const at = `column "${mapping.target}"`;
@@ -213,6 +241,7 @@ export async function decideCopyPath(source: Connection, target: Connection, res
         continue;
       }
       if (!p.bareColumn) {
+        if (refusedLocale !== undefined) return staged(`${at}: ${refusedLocale}`);
         const unsafe = sameEverywhere(p, relid, sourceServer, targetServer);
         if (unsafe !== undefined) return staged(`${at}: ${unsafe}`);
       }
@@ -239,7 +268,7 @@ export async function decideCopyPath(source: Connection, target: Connection, res
         await source.query('ROLLBACK TO SAVEPOINT syncctl_copy_probe');
         return staged(`the row filter cannot be probed on the source: ${postgresMessage(error)}`);
       }
-      const unsafe = p.bareColumn ? undefined : sameEverywhere(p, relid, sourceServer, targetServer);
+      const unsafe = p.bareColumn ? undefined : refusedLocale ?? sameEverywhere(p, relid, sourceServer, targetServer);
       if (unsafe !== undefined) return staged(`the row filter ${unsafe}`);
       if (p.typeOid !== BOOL_OID) return staged('the row filter is not boolean');
       // The worker keeps a row only when the filter is true (NULL counts as false).
@@ -270,6 +299,8 @@ function sameEverywhere(p: Probed, relid: number, sourceServer: ServerFacts, tar
     }
   }
   const userType = p.types.find((t) => t >= FIRST_NORMAL_OID);
+  const catalogType = p.types.find((t) => CATALOG_TYPES.has(t));
+  if (catalogType !== undefined) return `converts to or from an object name (type oid ${catalogType}), which each server resolves in its own catalog`;
   if (userType !== undefined) return `uses a type that is not built in (oid ${userType})`;
   const collation = p.collations.find((c) => c !== DEFAULT_COLLATION && !FIXED_COLLATIONS.has(c));
   if (collation !== undefined) return `uses collation oid ${collation}`;

@@ -56,6 +56,7 @@ beforeAll(async () => {
     INSERT INTO items_prefilled SELECT g, -1, 'stale' FROM generate_series(1, ${ROWS}, 10) g;
     CREATE TABLE items_checked (id int PRIMARY KEY, total numeric CHECK (total <> 900.50));
     CREATE TABLE items_volatile (id int PRIMARY KEY, noise int);
+    CREATE TABLE items_catalog (id int PRIMARY KEY, kind text);
     CREATE FUNCTION tgt_double(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
     CREATE TABLE items_target_fn (id int PRIMARY KEY, doubled int);
     CREATE TABLE events_copy (id bigint PRIMARY KEY, kind text NOT NULL, payload text);
@@ -92,6 +93,7 @@ table('mapped', 'items_mapped', {
 table('prefilled', 'items_prefilled', ident(['id', 'grp', 'name']));
 table('checked', 'items_checked', { id: 'id', total: 'price * 2' });
 table('volatile', 'items_volatile', { id: 'id', noise: 'CASE WHEN random() < 2 THEN id END' });
+table('catalog', 'items_catalog', { id: 'id', kind: `'pg_class'::regclass::text || id` });
 table('target_fn', 'items_target_fn', { id: 'id', doubled: 'tgt_double(id)' });
 
 /** The test's own sessions compare values as the target prints them. */
@@ -111,6 +113,7 @@ test('direct and staged chunks give the target the mapped source, whole tables c
   for (const name of ['ident', 'mapped']) expect(direct(name).direct, direct(name).reason).toBe(direct(name).chunks);
   expect(direct('prefilled')).toMatchObject({ direct: 0, reason: 'the target table already has rows' });
   expect(direct('volatile')).toMatchObject({ direct: 0, reason: expect.stringContaining('random(), which is volatile') });
+  expect(direct('catalog')).toMatchObject({ direct: 0, reason: expect.stringContaining('object name') });
   expect(direct('target_fn')).toMatchObject({ direct: 0, reason: expect.stringContaining('tgt_double(), which is not built in') });
   // Eligible, but the target's CHECK rejects a row of the first chunk: staged from there on.
   expect(direct('checked').reason).toContain('computed on the source');
