@@ -24,7 +24,7 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
 import { postgresMessage } from '../catalog/analyze-mapping.ts';
-import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type SessionSettings } from './source-evaluation.ts';
+import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type ValueSettings } from './source-evaluation.ts';
 import { pruneRecopy, markRecopy, isRecopy } from './prune-recopy.ts';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
@@ -172,8 +172,8 @@ async function copyTable(
 }
 
 type TablePath = CopyPath & {
-  /** The target session's value settings, given to every source session of the copy. */
-  readonly settings: SessionSettings;
+  /** The target session's value settings (made lossless), given to every source session of the copy. */
+  readonly settings: ValueSettings;
   /** Chunks that went the direct way; a chunk that had to fall back turns the rest of the table to staging. */
   chunksDirect: number;
   fellBack: boolean;
@@ -256,13 +256,13 @@ async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: E
 }
 
 /** A source session reading under the copy's snapshot, printing values as the target session would. */
-async function snapshotSession(sync: LoadedSync, snapshot: ExportedSnapshot, settings: SessionSettings): Promise<Connection> {
+async function snapshotSession(sync: LoadedSync, snapshot: ExportedSnapshot, settings: ValueSettings): Promise<Connection> {
   const source = await connect('source', sync.sourceUrl, 'syncctl copy');
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
     // A setting the source refuses is left out (decideCopyPath has then chosen what still works).
-    await applyValueSettings(source, settings);
+    await applyValueSettings(source, settings.apply);
     return source;
   } catch (error) {
     await source.close();

@@ -34,8 +34,9 @@ const FIRST_NORMAL_OID = 16384;
 
 /**
  * Settings that change how values are printed and parsed (and so what stable built-ins return).
- * The copy's source sessions take the target session's values, so text leaves the source as the
- * target would print it and is read back the way it was meant.
+ * The copy's source sessions take the target session's values, so that a computed column is what
+ * the target would compute, except where a value would not survive the trip as COPY text: see
+ * readValueSettings.
  */
 export const VALUE_SETTINGS = ['TimeZone', 'DateStyle', 'IntervalStyle', 'extra_float_digits', 'bytea_output', 'lc_monetary', 'lc_numeric', 'lc_time'] as const;
 
@@ -68,11 +69,38 @@ export interface DirectCopy {
 
 export type CopyPath = DirectCopy | { readonly direct: false; readonly reason: string };
 
-/** The target session's value settings, for the copy's source sessions. */
-export async function readValueSettings(target: Connection): Promise<SessionSettings> {
+export interface ValueSettings {
+  /** What the copy's source sessions set. */
+  readonly apply: SessionSettings;
+  /** Target settings the source sessions do not take as they are: computed columns stay staged. */
+  readonly adjusted: readonly string[];
+}
+
+/**
+ * The target session's value settings, for the copy's source sessions. Every value travels as
+ * COPY text, which must read back exactly: non-ISO date styles print time zone abbreviations
+ * (IST is India's or Israel's, depending on the reader's version), extra_float_digits below 1
+ * rounds floats, and interval styles other than postgres do not read back under every other
+ * style. Those are printed the lossless way instead (as the source would by default) and noted.
+ */
+export async function readValueSettings(target: Connection): Promise<ValueSettings> {
   const { rows } = await target.query<{ name: string; value: string }>(
     `SELECT name, current_setting(name) AS value FROM unnest($1::text[]) AS name`, [VALUE_SETTINGS]);
-  return rows.map((r) => [r.name, r.value] as const);
+  const adjusted: string[] = [];
+  const apply = rows.map((r): readonly [string, string] => {
+    const lossless = losslessValue(r.name, r.value);
+    if (lossless === r.value) return [r.name, r.value];
+    adjusted.push(`${r.name} = ${r.value}`);
+    return [r.name, lossless];
+  });
+  return { apply, adjusted };
+}
+
+function losslessValue(name: string, value: string): string {
+  if (name === 'DateStyle') return value.replace(/^\s*(SQL|Postgres|German)\b/i, 'ISO');
+  if (name === 'IntervalStyle') return 'postgres';
+  if (name === 'extra_float_digits') return Number(value) >= 1 ? value : '1';
+  return value;
 }
 
 /**
@@ -189,7 +217,7 @@ const CATALOG_TYPES = new Set([24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 408
  * Decides the copy path of one table. `source` and `target` are plain sessions (no snapshot
  * needed: only catalogs are read); nothing is left behind on the source.
  */
-export async function decideCopyPath(source: Connection, target: Connection, resolved: ResolvedTable, settings: SessionSettings): Promise<CopyPath> {
+export async function decideCopyPath(source: Connection, target: Connection, resolved: ResolvedTable, settings: ValueSettings): Promise<CopyPath> {
   const { table, decision } = resolved;
   const staged = (reason: string): CopyPath => ({ direct: false, reason });
   if (table.mode !== 'mapped') return staged('not a mapped table');
@@ -214,10 +242,11 @@ export async function decideCopyPath(source: Connection, target: Connection, res
   try {
     // The copy sessions take these. Without the target's formats the source cannot print values as
     // the target reads them; without its lc_* settings only the locale-aware formatting differs.
-    const refused = await applyValueSettings(source, settings);
+    const refused = await applyValueSettings(source, settings.apply);
     const refusedFormats = refused.filter((name) => !name.startsWith('lc_'));
     if (refusedFormats.length > 0) return staged(`the source refuses the target's ${refusedFormats.join(', ')}`);
-    const refusedLocale = refused.length > 0 ? `the source refuses the target's ${refused.join(', ')}` : undefined;
+    const notAsTarget = refused.length > 0 ? `the source refuses the target's ${refused.join(', ')}`
+      : settings.adjusted.length > 0 ? `the copy cannot print values as the target does (${settings.adjusted.join(', ')})` : undefined;
     const relid = (await source.query<{ oid: number }>(`SELECT $1::regclass::oid::int AS oid`, [quoteQualified(table.source)])).rows[0]!.oid;
     for (const mapping of table.columns) {
       const at = `column "${mapping.target}"`;
@@ -241,8 +270,7 @@ export async function decideCopyPath(source: Connection, target: Connection, res
         continue;
       }
       if (!p.bareColumn) {
-        if (refusedLocale !== undefined) return staged(`${at}: ${refusedLocale}`);
-        const unsafe = sameEverywhere(p, relid, sourceServer, targetServer);
+        const unsafe = sameEverywhere(p, relid, sourceServer, targetServer) ?? notAsTarget;
         if (unsafe !== undefined) return staged(`${at}: ${unsafe}`);
       }
       if (want.oid >= FIRST_NORMAL_OID) return staged(`${at}: the target column's type is not built in`);
@@ -268,7 +296,7 @@ export async function decideCopyPath(source: Connection, target: Connection, res
         await source.query('ROLLBACK TO SAVEPOINT syncctl_copy_probe');
         return staged(`the row filter cannot be probed on the source: ${postgresMessage(error)}`);
       }
-      const unsafe = p.bareColumn ? undefined : refusedLocale ?? sameEverywhere(p, relid, sourceServer, targetServer);
+      const unsafe = p.bareColumn ? undefined : sameEverywhere(p, relid, sourceServer, targetServer) ?? notAsTarget;
       if (unsafe !== undefined) return staged(`the row filter ${unsafe}`);
       if (p.typeOid !== BOOL_OID) return staged('the row filter is not boolean');
       // The worker keeps a row only when the filter is true (NULL counts as false).

@@ -2,8 +2,10 @@
  * The initial copy's two paths give the same rows: chunks COPYed straight into the target table
  * (the mapping evaluated on the source) and chunks staged and applied like the stream (the mapping
  * evaluated in the target). Every table is compared whole with the mapped source.
- * - identity and expression mappings (concat, CASE, casts, to_char and value output under target
- *   settings that differ from the source's: TimeZone, DateStyle, IntervalStyle, bytea_output) go direct;
+ * - identity mappings go direct, also under target settings that print values ambiguously (DateStyle SQL:
+ *   time zone abbreviations); expression mappings then stay staged;
+ * - expression mappings (concat, CASE, casts, to_char, value output under the target's TimeZone,
+ *   DateStyle order, bytea_output) go direct when the target's settings print values losslessly;
  * - a target that already has rows, a volatile function, a user-defined function stay staged;
  * - a chunk the target rejects (a CHECK) falls back to staging in the same transaction, which parks the bad rows;
  * - a direct copy killed mid-way (SIGKILL) resumes at its first unfinished chunk.
@@ -20,8 +22,10 @@ import { useTestDatabases } from '../support/test-databases.ts';
 const dbs = useTestDatabases('copy_paths');
 const specs = useSpecDir();
 const ROWS = 30_000;
-/** Value settings of the target database, unlike the source's defaults. */
+/** Value settings of the target database, unlike the source's defaults (SQL prints "IST", which PG 15 reads as Israel's). */
 const TARGET_SETTINGS = { TimeZone: 'Asia/Kolkata', DateStyle: 'SQL, DMY', IntervalStyle: 'sql_standard', bytea_output: 'escape' };
+/** Then settings that print values losslessly, still unlike the source's. */
+const LOSSLESS_SETTINGS = { TimeZone: 'Asia/Kolkata', DateStyle: 'ISO, DMY', IntervalStyle: 'postgres', bytea_output: 'escape' };
 
 let env: Record<string, string>;
 
@@ -38,7 +42,7 @@ beforeAll(async () => {
   // The comparison evaluates the mapping on the source: the function exists there too (a user function: never evaluated there by the copy).
   await dbs().source.query(`CREATE FUNCTION tgt_double(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2'`);
   // A sync reads each source table once: one copy of items per spec table.
-  for (const name of Object.keys(TABLES)) {
+  for (const name of [...Object.keys(TABLES), 'mapped_iso']) {
     await dbs().source.query(`CREATE TABLE items_${name} (LIKE items INCLUDING ALL); INSERT INTO items_${name} SELECT * FROM items`);
     await dbs().source.query(`VACUUM ANALYZE items_${name}`);
   }
@@ -52,9 +56,10 @@ beforeAll(async () => {
       day date, ratio float8, blob bytea, span interval);
     CREATE TABLE items_mapped (id int PRIMARY KEY, label text NOT NULL, total numeric, tier text, big_grp bigint,
       local_time text, day_text text, ratio_text text, blob bytea, span_text text);
+    CREATE TABLE items_mapped_iso (LIKE items_mapped INCLUDING ALL);
     CREATE TABLE items_prefilled (id int PRIMARY KEY, grp int NOT NULL, name text);
     INSERT INTO items_prefilled SELECT g, -1, 'stale' FROM generate_series(1, ${ROWS}, 10) g;
-    CREATE TABLE items_checked (id int PRIMARY KEY, total numeric CHECK (total <> 900.50));
+    CREATE TABLE items_checked (id int PRIMARY KEY, total numeric CHECK (total <> 450.25));
     CREATE TABLE items_volatile (id int PRIMARY KEY, noise int);
     CREATE TABLE items_catalog (id int PRIMARY KEY, kind text);
     CREATE FUNCTION tgt_double(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
@@ -72,10 +77,10 @@ afterAll(() => {
 });
 
 const TABLES: Record<string, { spec: string; compare: MappedTable }> = {};
-function table(name: string, to: string, columns: Record<string, string>, where?: string): void {
+function table(name: string, to: string, columns: Record<string, string>, where?: string, into = TABLES): void {
   const spec = `    ${name}: { from: 'public.items_${name}', to: 'public.${to}', key: ['id'],${where ? ` where: sql\`${where}\`,` : ''}
       columns: { ${Object.entries(columns).map(([c, e]) => `${c}: sql\`${e}\``).join(', ')} } },`;
-  TABLES[name] = {
+  into[name] = {
     spec,
     compare: {
       source: { schema: 'public', name: `items_${name}` }, target: { schema: 'public', name: to }, key: ['id'],
@@ -85,21 +90,24 @@ function table(name: string, to: string, columns: Record<string, string>, where?
 }
 const ident = (names: string[]) => Object.fromEntries(names.map((n) => [n, n]));
 table('ident', 'items_ident', ident(['id', 'grp', 'price', 'name', 'created', 'day', 'ratio', 'blob', 'span']));
-table('mapped', 'items_mapped', {
+const MAPPED = {
   id: 'id', label: `concat('g', grp, ' ', name, ' at ', created)`, total: 'price * 2',
   tier: `CASE WHEN price < 100 THEN 'small' WHEN price < 300 THEN 'medium' ELSE 'large' END`, big_grp: 'grp',
   local_time: `to_char(created, 'YYYY-MM-DD HH24:MI TZH')`, day_text: 'day::text', ratio_text: 'ratio::text', blob: 'blob', span_text: 'span::text',
-}, 'grp <> 3');
+};
+table('mapped', 'items_mapped', MAPPED, 'grp <> 3');
+const ISO_TABLES: typeof TABLES = {};
+table('mapped_iso', 'items_mapped_iso', MAPPED, 'grp <> 3', ISO_TABLES);
 table('prefilled', 'items_prefilled', ident(['id', 'grp', 'name']));
-table('checked', 'items_checked', { id: 'id', total: 'price * 2' });
+table('checked', 'items_checked', { id: 'id', total: 'price' });
 table('volatile', 'items_volatile', { id: 'id', noise: 'CASE WHEN random() < 2 THEN id END' });
 table('catalog', 'items_catalog', { id: 'id', kind: `'pg_class'::regclass::text || id` });
 table('target_fn', 'items_target_fn', { id: 'id', doubled: 'tgt_double(id)' });
 
 /** The test's own sessions compare values as the target prints them. */
-async function withTargetSettings(): Promise<void> {
+async function withSettings(settings: Record<string, string>): Promise<void> {
   for (const client of [dbs().source, dbs().target]) {
-    for (const [name, value] of Object.entries(TARGET_SETTINGS)) await client.query(`SELECT set_config($1, $2, false)`, [name, value]);
+    for (const [name, value] of Object.entries(settings)) await client.query(`SELECT set_config($1, $2, false)`, [name, value]);
   }
 }
 
@@ -110,7 +118,8 @@ test('direct and staged chunks give the target the mapped source, whole tables c
   const direct = (name: string) => ({ chunks: progress.get(name)!.chunks, direct: progress.get(name)!.directChunks, reason: progress.get(name)!.pathReason });
 
   expect(direct('ident').chunks).toBeGreaterThan(2);
-  for (const name of ['ident', 'mapped']) expect(direct(name).direct, direct(name).reason).toBe(direct(name).chunks);
+  expect(direct('ident').direct, direct('ident').reason).toBe(direct('ident').chunks);
+  expect(direct('mapped')).toMatchObject({ direct: 0, reason: expect.stringContaining('cannot print values as the target does (DateStyle = SQL, DMY') });
   expect(direct('prefilled')).toMatchObject({ direct: 0, reason: 'the target table already has rows' });
   expect(direct('volatile')).toMatchObject({ direct: 0, reason: expect.stringContaining('random(), which is volatile') });
   expect(direct('catalog')).toMatchObject({ direct: 0, reason: expect.stringContaining('object name') });
@@ -119,16 +128,29 @@ test('direct and staged chunks give the target the mapped source, whole tables c
   expect(direct('checked').reason).toContain('computed on the source');
   expect(direct('checked').direct).toBe(0);
 
-  await withTargetSettings();
+  await withSettings(TARGET_SETTINGS);
   const parked = await dbs().target.query<{ n: number }>(`SELECT count(*)::int AS n FROM syncctl.sync_conflicts WHERE table_name = 'checked'`);
-  expect(parked.rows[0]!.n).toBe(await dbs().source.query<{ n: number }>(`SELECT count(*)::int AS n FROM items WHERE price * 2 = 900.50`).then((r) => r.rows[0]!.n));
+  expect(parked.rows[0]!.n).toBe(await dbs().source.query<{ n: number }>(`SELECT count(*)::int AS n FROM items WHERE price = 450.25`).then((r) => r.rows[0]!.n));
   for (const [name, t] of Object.entries(TABLES)) {
-    const compare = name === 'checked' ? { ...t.compare, where: 'price * 2 <> 900.50' } : t.compare;
+    const compare = name === 'checked' ? { ...t.compare, where: 'price <> 450.25' } : t.compare;
     expect(await compareTable(dbs(), compare), name).toEqual([]);
   }
-  // Spot checks that the settings really differ from the source's defaults.
-  const sample = await dbs().target.query<{ local_time: string; day_text: string }>(`SELECT local_time, day_text FROM items_mapped WHERE id = 1`);
-  expect(sample.rows[0]).toEqual({ local_time: '2024-01-01 06:07 +05', day_text: '02/01/2020' });
+});
+
+test('expression mappings go direct under target settings that print losslessly, and equal what the target computes', async () => {
+  for (const [name, value] of Object.entries(LOSSLESS_SETTINGS)) {
+    await dbs().target.query(`ALTER DATABASE ${dbs().targetDatabase} SET ${name} = '${value}'`);
+  }
+  const sync = await loadSync(specs.write({ 'iso.sync.ts': syncSpec({ name: 'iso', tables: ISO_TABLES['mapped_iso']!.spec }) }), env);
+  let last: CopyProgress | undefined;
+  await applyAll([sync], { onCopyProgress: (p) => { last = p; } });
+  expect(last!.chunks).toBeGreaterThan(2);
+  expect(last!.directChunks, last!.pathReason).toBe(last!.chunks);
+  await withSettings(LOSSLESS_SETTINGS);
+  expect(await compareTable(dbs(), ISO_TABLES['mapped_iso']!.compare)).toEqual([]);
+  // Spot checks that the target's settings, not the source's defaults, made the text.
+  const sample = await dbs().target.query<{ local_time: string; blob: string }>(`SELECT local_time, blob::text FROM items_mapped_iso WHERE id = 1`);
+  expect(sample.rows[0]).toEqual({ local_time: '2024-01-01 06:07 +05', blob: '\\000\\000\\000\\001' });
 });
 
 test('a direct copy killed mid-way resumes at its first unfinished chunk and ends equal to the source', async () => {
