@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SyncctlError } from '../errors.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
-import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 
@@ -61,9 +61,21 @@ export class BatchWriter {
   private readonly client: pg.Client;
   private readonly syncName: string;
 
-  constructor(client: pg.Client, syncName: string) {
+  private readonly applyEveryRows: number;
+
+  /**
+   * `applyEveryRows: Infinity` for a streamed transaction's writer: it only stages (into tables
+   * that outlive target transactions) until the transaction's commit arrives.
+   */
+  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number } = {}) {
     this.client = client;
     this.syncName = syncName;
+    this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
+  }
+
+  /** The sequence number of the last change staged. */
+  get sequence(): number {
+    return this.seq;
   }
 
   get open(): boolean {
@@ -74,15 +86,22 @@ export class BatchWriter {
     this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false });
   }
 
+  /**
+   * Session settings, before the session first touches a temp table (temp_buffers cannot change
+   * after that). Staging tables live in temp buffers; the default 8 MB would spill every large
+   * batch to disk. Commits do not wait for the target's WAL flush (as a native apply worker's do
+   * not): the caller confirms a source position only once the target has flushed past its commit.
+   */
+  async prepare(): Promise<void> {
+    if (this.prepared) return;
+    await this.client.query(`SET temp_buffers = '128MB'; SET synchronous_commit = off`);
+    this.prepared = true;
+  }
+
   async begin(): Promise<void> {
     if (this.inTransaction) return;
-    // Staging tables live in temp buffers; the default 8 MB would spill every large batch to disk.
-    // temp_buffers can only change before the session first touches a temp table.
-    // Commits do not wait for the target's WAL flush (as a native apply worker's do not): the
-    // caller confirms a source position only once the target has flushed past its commit.
-    const prepare = this.prepared ? '' : `SET temp_buffers = '128MB'; SET synchronous_commit = off; `;
-    await this.client.query(`${prepare}BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
-    this.prepared = true;
+    await this.prepare();
+    await this.client.query(`BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
     this.inTransaction = true;
   }
 
@@ -97,7 +116,7 @@ export class BatchWriter {
     state.rows.addRow(row);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
-    if (++this.pendingRows >= APPLY_EVERY_ROWS) return this.applyStaged(this.context);
+    if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
   }
 
@@ -203,7 +222,11 @@ export class BatchWriter {
 
   async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
     await this.applyStaged(context);
-    const targets = ids.map((id) => this.tables.get(id)!.table.apply.target);
+    await this.truncateTargets(ids.map((id) => this.tables.get(id)!.table.apply.target));
+  }
+
+  /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
+  async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
     if (targets.length === 0) return;
     await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
     await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
@@ -220,7 +243,7 @@ export class BatchWriter {
     const results = await this.client.query(
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
-       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now();
+       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now();
        COMMIT;
        SELECT pg_current_wal_insert_lsn()::text AS lsn`) as unknown as pg.QueryResult<{ lsn: string }>[];
     this.inTransaction = false;
@@ -246,6 +269,37 @@ export class BatchWriter {
       state.staged = 0;
       state.toasted = false;
       // Temp tables created in the rolled-back transaction are gone.
+      state.created = false;
+    }
+  }
+
+  /** Leaves a table's staged changes out of the next apply (a streamed transaction's table copied after it committed). */
+  forget(id: string): void {
+    const state = this.tables.get(id);
+    if (state) state.staged = 0;
+  }
+
+  /** Copies every table's rows held in memory into its stage. */
+  async copyAll(): Promise<void> {
+    for (const state of this.tables.values()) if (state.rows.rows > 0) await this.copyOut(state);
+  }
+
+  /** Removes every change staged with sequence number `from` or later (an aborted subtransaction's). */
+  async discardFrom(from: number): Promise<void> {
+    for (const state of this.tables.values()) {
+      if (state.staged === 0) continue;
+      await this.copyOut(state);
+      await this.client.query(state.statements.discardFrom, [from]);
+    }
+  }
+
+  /** Drops the staging tables (a streamed transaction's, applied or aborted). */
+  async drop(): Promise<void> {
+    for (const state of this.tables.values()) {
+      state.rows.takeBlocks();
+      state.staged = 0;
+      if (!state.created) continue;
+      await this.client.query(state.statements.drop);
       state.created = false;
     }
   }

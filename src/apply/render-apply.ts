@@ -40,6 +40,12 @@ export interface ApplyTable {
   readonly staged: readonly StagedColumn[];
   /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
   readonly tracked: boolean;
+  /**
+   * The stage outlives target transactions (ON COMMIT PRESERVE ROWS): a streamed in-progress
+   * source transaction is staged block by block, each COPY committed on its own, and applied
+   * only at its commit.
+   */
+  readonly preserve?: boolean;
 }
 
 export interface ApplyStatements {
@@ -67,6 +73,10 @@ export interface ApplyStatements {
   readonly forgetLocalChanges?: string;
   /** Empties both temp tables for the next slice of the same transaction (commit empties them anyway). */
   readonly clear: string;
+  /** Drops both temp tables (a streamed transaction's, once applied or aborted). */
+  readonly drop: string;
+  /** Removes staged changes from sequence number $1 on (a streamed subtransaction that aborted). */
+  readonly discardFrom: string;
   /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
   readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
 }
@@ -89,7 +99,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
 
   const createStage = `CREATE TEMP TABLE IF NOT EXISTS ${stage} (` +
     [`${quoteIdent(SEQ)} bigint NOT NULL DEFAULT 0`, `${quoteIdent(OP)} "char" NOT NULL DEFAULT 'W'`, `${quoteIdent(UNCHANGED)} int2[]`,
-      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + ') ON COMMIT DELETE ROWS';
+      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + `) ON COMMIT ${table.preserve ? 'PRESERVE' : 'DELETE'} ROWS`;
   // The mapped, reduced rows: one per target key, the last change wins.
   const mappedColumns = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
@@ -175,6 +185,8 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
     clear: `DELETE FROM ${stage}; DELETE FROM ${last}`,
+    drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
+    discardFrom: `DELETE FROM ${stage} WHERE ${quoteIdent(SEQ)} >= $1`,
     perRow: { deleteRows: deleteRows(byCtid), upsertRows: upsertRows(byCtid), updateToasted: updateToasted(byCtid) },
   };
 }
