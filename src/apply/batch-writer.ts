@@ -32,6 +32,12 @@ interface TableState {
   staged: number;
   /** Some staged write leaves TOAST columns unchanged. */
   toasted: boolean;
+  /** Positions (in staged values) of the source columns the target key copies, when it copies them. */
+  readonly keyPositions: readonly number[] | undefined;
+  /** Keys staged in this slice, while none repeated. */
+  keys: Set<string> | undefined;
+  /** A key occurs twice in this slice: the reduction to the last change per key is needed. */
+  repeated: boolean;
 }
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
@@ -83,7 +89,12 @@ export class BatchWriter {
   }
 
   register(table: BatchTable): void {
-    this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false });
+    const { keySources, staged } = table.apply;
+    const keyPositions = keySources?.map((name) => staged.findIndex((c) => c.name === name));
+    this.tables.set(table.apply.id, {
+      table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
+      keyPositions, keys: keyPositions ? new Set() : undefined, repeated: keyPositions === undefined,
+    });
   }
 
   /**
@@ -116,6 +127,20 @@ export class BatchWriter {
     state.rows.addRow(row);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
+    if (!state.repeated) {
+      const positions = state.keyPositions!;
+      let key = '';
+      for (let i = 0; i < positions.length; i++) {
+        const v = values[positions[i]!];
+        key += v === null || v === undefined ? '\u0001' : `${v.toString('latin1')}\u0000`;
+      }
+      if (state.keys!.has(key)) {
+        state.repeated = true;
+        state.keys!.clear();
+      } else {
+        state.keys!.add(key);
+      }
+    }
     if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
   }
@@ -155,8 +180,12 @@ export class BatchWriter {
     state.staged += 1;
   }
 
-  /** Applies everything staged so far, in foreign-key order, inside the open transaction. */
-  async applyStaged(context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+  /**
+   * Applies everything staged so far, in foreign-key order, inside the open transaction.
+   * `final`: the transaction commits (or the tables are dropped) next, which empties the staging
+   * tables anyway.
+   */
+  async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { final?: boolean } = {}): Promise<void> {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
@@ -167,10 +196,10 @@ export class BatchWriter {
     if (!pending.some((s) => s.toasted)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        const results = await this.client.query(this.batchSql(pending)) as unknown as pg.QueryResult[] | pg.QueryResult;
+        const results = await this.client.query(this.batchSql(pending, options.final ?? false)) as unknown as pg.QueryResult[] | pg.QueryResult;
         for (const r of Array.isArray(results) ? results : [results]) if (r.command !== 'SELECT') this.stats.rowsApplied += r.rowCount ?? 0;
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
-        for (const state of pending) state.staged = 0;
+        for (const state of pending) this.reset(state);
         return;
       } catch {
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
@@ -186,20 +215,33 @@ export class BatchWriter {
     for (const state of pending) {
       if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
       await this.client.query(state.statements.clear);
-      state.staged = 0;
-      state.toasted = false;
+      this.reset(state);
     }
   }
 
-  /** The whole batch, in the order the step-by-step path runs it. */
-  private batchSql(pending: readonly TableState[]): string {
+  private reset(state: TableState): void {
+    state.staged = 0;
+    state.toasted = false;
+    if (state.keyPositions) {
+      state.keys!.clear();
+      state.repeated = false;
+    }
+  }
+
+  /**
+   * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
+   * key skips the reduction and reads its stage directly.
+   */
+  private batchSql(pending: readonly TableState[], final: boolean): string {
+    const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
-    for (const state of pending) statements.push(state.statements.reduce);
-    for (const state of [...pending].reverse()) statements.push(state.statements.deleteRows);
-    for (const state of pending) statements.push(state.statements.upsertRows);
+    for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
+    for (const state of [...pending].reverse()) statements.push(direct(state)?.deleteRows ?? state.statements.deleteRows);
+    for (const state of pending) statements.push(direct(state)?.upsertRows ?? state.statements.upsertRows);
     for (const state of pending) {
-      if (state.statements.forgetLocalChanges) statements.push(state.statements.forgetLocalChanges);
-      statements.push(state.statements.clear);
+      const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
+      if (forget) statements.push(forget);
+      if (!final) statements.push(direct(state) ? `DELETE FROM ${stageTableName(state.table.apply)}` : state.statements.clear);
     }
     return statements.join(';\n');
   }
@@ -238,7 +280,7 @@ export class BatchWriter {
    * past it, the commit survives a crash of the target too.
    */
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<string> {
-    await this.applyStaged(checkpoint);
+    await this.applyStaged(checkpoint, { final: true });
     // One round trip: the checkpoint and the commit (values as literals: a simple query takes no parameters).
     const results = await this.client.query(
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
@@ -266,8 +308,7 @@ export class BatchWriter {
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();
-      state.staged = 0;
-      state.toasted = false;
+      this.reset(state);
       // Temp tables created in the rolled-back transaction are gone.
       state.created = false;
     }
