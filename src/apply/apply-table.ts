@@ -1,4 +1,5 @@
 import type { ResolvedTable } from '../plan/plan-sync.ts';
+import { quoteIdent } from '../sql/quote.ts';
 import type { ApplyTable } from './render-apply.ts';
 
 /**
@@ -15,7 +16,22 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where, filterReads: resolved.whereColumnsRead } : {}),
     staged: stagedColumns.map((name) => ({ name, stagingType: resolved.stagingTypes.get(name) ?? 'text' })),
     tracked: table.mode === 'mapped',
+    ...keySources(resolved, stagedColumns),
   };
+}
+
+/** Each target key column a bare reference to one staged source column: repeated keys are visible while staging. */
+function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): { keySources?: string[] } {
+  const sources: string[] = [];
+  for (const key of resolved.key) {
+    const column = resolved.table.columns.find((c) => c.target === key);
+    const reads = resolved.columnsRead.get(key) ?? [];
+    if (!column || reads.length !== 1 || !stagedColumns.includes(reads[0]!)) return {};
+    const bare = column.expression.trim();
+    if (bare !== reads[0] && bare !== quoteIdent(reads[0]!)) return {};
+    sources.push(reads[0]!);
+  }
+  return { keySources: sources };
 }
 
 /** The source columns a table publishes: its column list, or every column the stream can carry. */

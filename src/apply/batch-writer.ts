@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { SyncctlError } from '../errors.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
-import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 
@@ -32,6 +32,12 @@ interface TableState {
   staged: number;
   /** Some staged write leaves TOAST columns unchanged. */
   toasted: boolean;
+  /** Positions (in staged values) of the source columns the target key copies, when it copies them. */
+  readonly keyPositions: readonly number[] | undefined;
+  /** Keys staged in this slice, while none repeated. */
+  keys: Set<string> | undefined;
+  /** A key occurs twice in this slice: the reduction to the last change per key is needed. */
+  repeated: boolean;
 }
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
@@ -61,9 +67,21 @@ export class BatchWriter {
   private readonly client: pg.Client;
   private readonly syncName: string;
 
-  constructor(client: pg.Client, syncName: string) {
+  private readonly applyEveryRows: number;
+
+  /**
+   * `applyEveryRows: Infinity` for a streamed transaction's writer: it only stages (into tables
+   * that outlive target transactions) until the transaction's commit arrives.
+   */
+  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number } = {}) {
     this.client = client;
     this.syncName = syncName;
+    this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
+  }
+
+  /** The sequence number of the last change staged. */
+  get sequence(): number {
+    return this.seq;
   }
 
   get open(): boolean {
@@ -71,18 +89,30 @@ export class BatchWriter {
   }
 
   register(table: BatchTable): void {
-    this.tables.set(table.apply.id, { table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false });
+    const { keySources, staged } = table.apply;
+    const keyPositions = keySources?.map((name) => staged.findIndex((c) => c.name === name));
+    this.tables.set(table.apply.id, {
+      table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
+      keyPositions, keys: keyPositions ? new Set() : undefined, repeated: keyPositions === undefined,
+    });
+  }
+
+  /**
+   * Session settings, before the session first touches a temp table (temp_buffers cannot change
+   * after that). Staging tables live in temp buffers; the default 8 MB would spill every large
+   * batch to disk. Commits do not wait for the target's WAL flush (as a native apply worker's do
+   * not): the caller confirms a source position only once the target has flushed past its commit.
+   */
+  async prepare(): Promise<void> {
+    if (this.prepared) return;
+    await this.client.query(`SET temp_buffers = '128MB'; SET synchronous_commit = off`);
+    this.prepared = true;
   }
 
   async begin(): Promise<void> {
     if (this.inTransaction) return;
-    // Staging tables live in temp buffers; the default 8 MB would spill every large batch to disk.
-    // temp_buffers can only change before the session first touches a temp table.
-    // Commits do not wait for the target's WAL flush (as a native apply worker's do not): the
-    // caller confirms a source position only once the target has flushed past its commit.
-    const prepare = this.prepared ? '' : `SET temp_buffers = '128MB'; SET synchronous_commit = off; `;
-    await this.client.query(`${prepare}BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
-    this.prepared = true;
+    await this.prepare();
+    await this.client.query(`BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
     this.inTransaction = true;
   }
 
@@ -97,7 +127,21 @@ export class BatchWriter {
     state.rows.addRow(row);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
-    if (++this.pendingRows >= APPLY_EVERY_ROWS) return this.applyStaged(this.context);
+    if (!state.repeated) {
+      const positions = state.keyPositions!;
+      let key = '';
+      for (let i = 0; i < positions.length; i++) {
+        const v = values[positions[i]!];
+        key += v === null || v === undefined ? '\u0001' : `${v.toString('latin1')}\u0000`;
+      }
+      if (state.keys!.has(key)) {
+        state.repeated = true;
+        state.keys!.clear();
+      } else {
+        state.keys!.add(key);
+      }
+    }
+    if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
   }
 
@@ -136,8 +180,12 @@ export class BatchWriter {
     state.staged += 1;
   }
 
-  /** Applies everything staged so far, in foreign-key order, inside the open transaction. */
-  async applyStaged(context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+  /**
+   * Applies everything staged so far, in foreign-key order, inside the open transaction.
+   * `final`: the transaction commits (or the tables are dropped) next, which empties the staging
+   * tables anyway.
+   */
+  async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { final?: boolean } = {}): Promise<void> {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
@@ -148,10 +196,10 @@ export class BatchWriter {
     if (!pending.some((s) => s.toasted)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        const results = await this.client.query(this.batchSql(pending)) as unknown as pg.QueryResult[] | pg.QueryResult;
+        const results = await this.client.query(this.batchSql(pending, options.final ?? false)) as unknown as pg.QueryResult[] | pg.QueryResult;
         for (const r of Array.isArray(results) ? results : [results]) if (r.command !== 'SELECT') this.stats.rowsApplied += r.rowCount ?? 0;
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
-        for (const state of pending) state.staged = 0;
+        for (const state of pending) this.reset(state);
         return;
       } catch {
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
@@ -167,20 +215,33 @@ export class BatchWriter {
     for (const state of pending) {
       if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
       await this.client.query(state.statements.clear);
-      state.staged = 0;
-      state.toasted = false;
+      this.reset(state);
     }
   }
 
-  /** The whole batch, in the order the step-by-step path runs it. */
-  private batchSql(pending: readonly TableState[]): string {
+  private reset(state: TableState): void {
+    state.staged = 0;
+    state.toasted = false;
+    if (state.keyPositions) {
+      state.keys!.clear();
+      state.repeated = false;
+    }
+  }
+
+  /**
+   * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
+   * key skips the reduction and reads its stage directly.
+   */
+  private batchSql(pending: readonly TableState[], final: boolean): string {
+    const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
-    for (const state of pending) statements.push(state.statements.reduce);
-    for (const state of [...pending].reverse()) statements.push(state.statements.deleteRows);
-    for (const state of pending) statements.push(state.statements.upsertRows);
+    for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
+    for (const state of [...pending].reverse()) statements.push(direct(state)?.deleteRows ?? state.statements.deleteRows);
+    for (const state of pending) statements.push(direct(state)?.upsertRows ?? state.statements.upsertRows);
     for (const state of pending) {
-      if (state.statements.forgetLocalChanges) statements.push(state.statements.forgetLocalChanges);
-      statements.push(state.statements.clear);
+      const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
+      if (forget) statements.push(forget);
+      if (!final) statements.push(direct(state) ? `DELETE FROM ${stageTableName(state.table.apply)}` : state.statements.clear);
     }
     return statements.join(';\n');
   }
@@ -203,7 +264,11 @@ export class BatchWriter {
 
   async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
     await this.applyStaged(context);
-    const targets = ids.map((id) => this.tables.get(id)!.table.apply.target);
+    await this.truncateTargets(ids.map((id) => this.tables.get(id)!.table.apply.target));
+  }
+
+  /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
+  async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
     if (targets.length === 0) return;
     await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
     await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
@@ -215,12 +280,12 @@ export class BatchWriter {
    * past it, the commit survives a crash of the target too.
    */
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<string> {
-    await this.applyStaged(checkpoint);
+    await this.applyStaged(checkpoint, { final: true });
     // One round trip: the checkpoint and the commit (values as literals: a simple query takes no parameters).
     const results = await this.client.query(
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
-       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = excluded.commit_time, updated_at = now();
+       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now();
        COMMIT;
        SELECT pg_current_wal_insert_lsn()::text AS lsn`) as unknown as pg.QueryResult<{ lsn: string }>[];
     this.inTransaction = false;
@@ -243,9 +308,39 @@ export class BatchWriter {
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();
-      state.staged = 0;
-      state.toasted = false;
+      this.reset(state);
       // Temp tables created in the rolled-back transaction are gone.
+      state.created = false;
+    }
+  }
+
+  /** Leaves a table's staged changes out of the next apply (a streamed transaction's table copied after it committed). */
+  forget(id: string): void {
+    const state = this.tables.get(id);
+    if (state) state.staged = 0;
+  }
+
+  /** Copies every table's rows held in memory into its stage. */
+  async copyAll(): Promise<void> {
+    for (const state of this.tables.values()) if (state.rows.rows > 0) await this.copyOut(state);
+  }
+
+  /** Removes every change staged with sequence number `from` or later (an aborted subtransaction's). */
+  async discardFrom(from: number): Promise<void> {
+    for (const state of this.tables.values()) {
+      if (state.staged === 0) continue;
+      await this.copyOut(state);
+      await this.client.query(state.statements.discardFrom, [from]);
+    }
+  }
+
+  /** Drops the staging tables (a streamed transaction's, applied or aborted). */
+  async drop(): Promise<void> {
+    for (const state of this.tables.values()) {
+      state.rows.takeBlocks();
+      state.staged = 0;
+      if (!state.created) continue;
+      await this.client.query(state.statements.drop);
       state.created = false;
     }
   }

@@ -40,6 +40,14 @@ export interface ApplyTable {
   readonly staged: readonly StagedColumn[];
   /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
   readonly tracked: boolean;
+  /** The staged source column each target key column copies unchanged, in key order; absent when some key column is computed. */
+  readonly keySources?: readonly string[];
+  /**
+   * The stage outlives target transactions (ON COMMIT PRESERVE ROWS): a streamed in-progress
+   * source transaction is staged block by block, each COPY committed on its own, and applied
+   * only at its commit.
+   */
+  readonly preserve?: boolean;
 }
 
 export interface ApplyStatements {
@@ -67,6 +75,18 @@ export interface ApplyStatements {
   readonly forgetLocalChanges?: string;
   /** Empties both temp tables for the next slice of the same transaction (commit empties them anyway). */
   readonly clear: string;
+  /** Drops both temp tables (a streamed transaction's, once applied or aborted). */
+  readonly drop: string;
+  /** Removes staged changes from sequence number $1 on (a streamed subtransaction that aborted). */
+  readonly discardFrom: string;
+  /**
+   * A slice in which no key occurs twice needs no reduction to the last change per key: the
+   * deletes and upserts read the stage directly (one write of each row less, no sort). Present
+   * when every target key column copies one source column (`keySources`), so the worker can see
+   * repeated keys while staging; a repeat it cannot see (two source keys cast to one target key)
+   * makes the upsert fail, and the batch is applied the careful way.
+   */
+  readonly direct?: { readonly deleteRows: string; readonly upsertRows: string; readonly forgetLocalChanges?: string };
   /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
   readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
 }
@@ -89,7 +109,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
 
   const createStage = `CREATE TEMP TABLE IF NOT EXISTS ${stage} (` +
     [`${quoteIdent(SEQ)} bigint NOT NULL DEFAULT 0`, `${quoteIdent(OP)} "char" NOT NULL DEFAULT 'W'`, `${quoteIdent(UNCHANGED)} int2[]`,
-      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + ') ON COMMIT DELETE ROWS';
+      ...table.staged.map((c) => `${quoteIdent(c.name)} ${c.stagingType}`)].join(', ') + `) ON COMMIT ${table.preserve ? 'PRESERVE' : 'DELETE'} ROWS`;
   // The mapped, reduced rows: one per target key, the last change wins.
   const mappedColumns = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
@@ -163,6 +183,19 @@ export function renderApply(table: ApplyTable): ApplyStatements {
       `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`
     : undefined;
 
+  const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
+  const direct = table.keySources ? {
+    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} = 'D' OR NOT ${keep}) AS l ` +
+      `WHERE ${keyMatch('l')}`,
+    upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${stage} ` +
+      `WHERE ${quoteIdent(OP)} = 'W' AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
+    ...(table.tracked ? {
+      forgetLocalChanges: `DELETE FROM syncctl.local_changes AS c USING (SELECT ${keyOnly.join(', ')} FROM ${stage}) AS l ` +
+        `WHERE c.target_table = ${quoteLiteral(`${table.target.schema}.${table.target.name}`)} ` +
+        `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`,
+    } : {}),
+  } : undefined;
+
   const byCtid = ' AND l.ctid = $1::tid';
   return {
     createStage,
@@ -175,6 +208,9 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
     clear: `DELETE FROM ${stage}; DELETE FROM ${last}`,
+    drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
+    ...(direct ? { direct } : {}),
+    discardFrom: `DELETE FROM ${stage} WHERE ${quoteIdent(SEQ)} >= $1`,
     perRow: { deleteRows: deleteRows(byCtid), upsertRows: upsertRows(byCtid), updateToasted: updateToasted(byCtid) },
   };
 }

@@ -26,6 +26,7 @@ export function runCommand(yargs: Argv) {
       process.once('SIGINT', () => stop('SIGINT'));
       await Promise.all(syncs.map((sync) => runWorker({
         sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'],
+        reload: async () => (await loadSpecs(argv.specs, process.env, { fresh: true })).find((s) => s.name === sync.name),
       }).catch((error: unknown) => {
         controller.abort();
         throw error;

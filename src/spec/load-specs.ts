@@ -90,9 +90,13 @@ function nativeImport(specifier: string): Promise<unknown> {
   return viaMainLoader(specifier);
 }
 
-async function importSpec(file: string): Promise<{ exports: Record<string, unknown> } | { error: unknown }> {
+let generation = 0;
+
+/** `fresh`: a new module instance (a query string the module cache has not seen), to read an edited spec again. */
+async function importSpec(file: string, fresh: boolean): Promise<{ exports: Record<string, unknown> } | { error: unknown }> {
   try {
-    return { exports: (await nativeImport(pathToFileURL(file).href)) as Record<string, unknown> };
+    const url = pathToFileURL(file).href + (fresh ? `?syncctl-reload=${++generation}` : '');
+    return { exports: (await nativeImport(url)) as Record<string, unknown> };
   } catch (error) {
     return { error };
   }
@@ -143,7 +147,7 @@ function crossFileProblems(syncs: readonly ValidatedSync[]): Map<ValidatedSync, 
  * unset environment variables, SPEC_LOAD_FAILED when the only problems are files that would not
  * import, SPEC_INVALID otherwise.
  */
-export async function loadSpecs(target: string, environment: NodeJS.ProcessEnv = process.env): Promise<LoadedSync[]> {
+export async function loadSpecs(target: string, environment: NodeJS.ProcessEnv = process.env, options: { fresh?: boolean } = {}): Promise<LoadedSync[]> {
   const info = await stat(target).catch(() => undefined);
   if (!info) {
     throw new SyncctlError('SPEC_INVALID', `no spec files: ${target} does not exist`, {
@@ -165,7 +169,7 @@ export async function loadSpecs(target: string, environment: NodeJS.ProcessEnv =
   registerSyncctlResolution();
   const perFile: { problems: KindedProblem[]; validated?: ValidatedSync; loaded?: LoadedSync }[] = [];
   for (const file of files) {
-    const imported = await importSpec(file.absolute);
+    const imported = await importSpec(file.absolute, options.fresh ?? false);
     if ('error' in imported) {
       perFile.push({ problems: [{ kind: 'load', file: file.display, message: `failed to load: ${describeThrown(imported.error)}` }] });
       continue;

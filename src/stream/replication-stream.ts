@@ -35,6 +35,8 @@ export interface ReplicationOptions {
   readonly startLsn: Lsn;
   /** pgoutput protocol version; 1 unless the caller needs more. */
   readonly protoVersion?: number;
+  /** Stream in-progress transactions (protocol 2 and later). */
+  readonly streaming?: boolean;
   readonly messages?: boolean;
 }
 
@@ -76,6 +78,7 @@ export class ReplicationStream {
       `proto_version ${quoteLiteral(String(options.protoVersion ?? 1))}`,
       `publication_names ${quoteLiteral(options.publications.map(quoteIdent).join(','))}`,
       `messages ${quoteLiteral(options.messages ? 'true' : 'false')}`,
+      ...(options.streaming ? [`streaming 'on'`] : []),
     ];
     const duplex = copyBoth(
       `START_REPLICATION SLOT ${quoteIdent(options.slot)} LOGICAL ${formatLsn(options.startLsn)} (${pluginOptions.join(', ')})`,

@@ -22,6 +22,8 @@ import { publicationName, slotName } from '../plan/render-ddl.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type RelationMessage, type Tuple } from './pgoutput-decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
+import { StreamedTransactions, type StreamedTable } from './streamed-transactions.ts';
+import { HeldChanges } from './held-changes.ts';
 
 export interface WorkerOptions {
   readonly sync: LoadedSync;
@@ -33,6 +35,11 @@ export interface WorkerOptions {
   readonly batchMs?: number;
   /** Called after every target commit. */
   readonly onCommit?: (info: CommitInfo) => void;
+  /**
+   * Loads the sync's spec again (`syncctl run` reads the spec files afresh): a table added to the
+   * running sync by `syncctl apply` is taken over when its first change arrives.
+   */
+  readonly reload?: () => Promise<LoadedSync | undefined>;
 }
 
 export interface CommitInfo {
@@ -96,6 +103,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
     }
     if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
+    const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     await source.close();
     const routes = await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped'));
     const checkpoint = await target.query<{ commit_lsn: string }>('SELECT commit_lsn::text AS commit_lsn FROM syncctl.checkpoints WHERE sync_name = $1', [sync.name]);
@@ -105,12 +113,19 @@ async function runSession(options: WorkerOptions): Promise<void> {
     let applied = parseLsn(checkpoint.rows[0].commit_lsn);
     stream = await ReplicationStream.open(sync.sourceUrl, {
       slot: slotName(sync.name), publications: [publicationName(sync.name)], startLsn: applied, messages: true,
+      protoVersion: protocol.version, streaming: protocol.streaming,
     });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return;
-    logger.info({ sync: sync.name, from: formatLsn(applied) }, 'streaming');
+    logger.info({ sync: sync.name, from: formatLsn(applied), protoVersion: protocol.version, streaming: protocol.streaming }, 'streaming');
 
     const writer = new BatchWriter(target.client, sync.name);
+    await writer.prepare();
+    const held = new HeldChanges(target.client, sync.name);
+    let heldCheckedAt = 0;
+    const streamed = new StreamedTransactions(target.client, sync.name);
+    /** The transaction whose stream block is being read, if any. */
+    let streamXid: number | undefined;
     const decoder = new PgoutputDecoder();
     const byRelation = new Map<number, Route>();
     const batchRows = options.batchRows ?? 50_000;
@@ -140,6 +155,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
     stopFlushTimer = () => clearInterval(flushTimer);
     const commit = async () => {
       if (!lastCommit) return;
+      await held.flush();
       const targetLsn = await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
       applied = lastCommit.lsn;
       unflushed.push({ source: applied, target: parseLsn(targetLsn) });
@@ -151,20 +167,166 @@ async function runSession(options: WorkerOptions): Promise<void> {
       lastCommit = undefined;
       batchStarted = undefined;
     };
-    /** Relations announced that are not in the spec: an error once a change of theirs arrives. */
-    const unknown = new Map<number, string>();
-    const route = async (relationId: number): Promise<Route | undefined> => {
-      const r = byRelation.get(relationId);
-      const name = r ? undefined : unknown.get(relationId);
-      if (name !== undefined && !skipping) {
-        throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} is published but not in the loaded spec; ` +
-          'restart the worker after syncctl apply so it loads the new spec');
+    const onRelation = async (m: RelationMessage) => {
+      const r = routes.get(`${m.schema}.${m.name}`);
+      if (!r) {
+        // Not necessarily an error: for a partition published through its root, pgoutput sends
+        // the root's Relation and then the partition's own, but changes name the root.
+        unknown.set(m.relationId, m);
+        return;
       }
-      // A paused table's changes are dropped: it is copied again once its mapping fits (syncctl plan says how).
-      if (!r || skipping || r.state === 'paused' || finalLsn < r.snapshotLsn) return undefined;
-      if (r.state !== 'streaming') await waitUntilStreaming(target!, sync, r, options.signal);
-      return r.state === 'paused' ? undefined : r;
+      unknown.delete(m.relationId);
+      byRelation.set(m.relationId, r);
+      const broken = brokenMapping(r.resolved, m);
+      if (broken) {
+        // Pause this table alone, in the batch's transaction: the other tables go on.
+        r.state = 'paused';
+        await writer.begin();
+        await target!.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+          [sync.name, r.resolved.table.name, broken]);
+        logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
+        return;
+      }
+      // pgoutput sends a table's Relation again after any invalidation (ANALYZE, a publication
+      // change): with the same columns the table keeps its staging. With other columns, what is
+      // staged under the old shape is applied first: the reduction to the last change per key
+      // works within one staging table, and a later delete must not run before an earlier write.
+      const sameShape = r.relation !== undefined && r.relation.columns.length === m.columns.length &&
+        r.relation.columns.every((c, i) => c.name === m.columns[i]!.name && c.typeOid === m.columns[i]!.typeOid);
+      r.relation = m;
+      if (sameShape) return;
+      if (r.id !== '' && writer.open) await writer.applyStaged(context());
+      r.id = `${m.relationId}_${++version}`;
+      writer.register({
+        apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
+        tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
+      });
     };
+
+    /** Relations announced that are not in the loaded spec: a change of theirs makes the worker read the spec again. */
+    const unknown = new Map<number, RelationMessage>();
+
+    /**
+     * A change of a table the loaded spec does not have: `syncctl apply` added it to the running
+     * sync (it published the table and copies it, or has copied it). The spec is read again and
+     * the table planned and routed here; until its copy is done its changes are held.
+     */
+    const adopt = async (relationId: number): Promise<Route> => {
+      const relation = unknown.get(relationId)!;
+      const name = `${relation.schema}.${relation.name}`;
+      const fresh = await options.reload?.();
+      const table = fresh?.tables.find((t) => tableKey(t.source) === name && t.mode === 'mapped');
+      if (!fresh || !table) {
+        throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} is published but not in the spec; run syncctl apply`);
+      }
+      // Planned on connections of its own: the batch's transaction may be open on the target.
+      const planSource = await connect('source', fresh.sourceUrl, 'syncctl run');
+      const planTarget = await connect('target', fresh.targetUrl, 'syncctl run');
+      let resolved: ResolvedTable | undefined;
+      let order: Map<string, number>;
+      try {
+        resolved = (await planSync(fresh, { source: planSource, target: planTarget })).tables.get(table.name);
+        order = await foreignKeyOrder(planTarget, [...[...routes.values()].map((r) => r.resolved.table.target), table.target]);
+      } finally {
+        await planSource.close();
+        await planTarget.close();
+      }
+      if (!resolved) throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} (${table.name}) cannot be planned; run syncctl plan`);
+      const added = (await buildRoutes(target!, fresh, [resolved])).get(name)!;
+      const r: Route = { ...added, order: order.get(tableKey(table.target)) ?? 0 };
+      routes.set(name, r);
+      unknown.delete(relationId);
+      logger.info({ table: table.name, state: r.state }, 'table added to the running sync');
+      await onRelation(relation);
+      return r;
+    };
+
+    const route = async (relationId: number): Promise<Route | undefined> => {
+      if (skipping) return undefined;
+      const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
+      // A paused table's changes are dropped: it is copied again once its mapping fits (syncctl plan says how).
+      if (!r || r.state === 'paused' || finalLsn < r.snapshotLsn) return undefined;
+      if (r.state !== 'streaming') await refreshHeld();
+      return r.state === 'paused' || finalLsn < r.snapshotLsn ? undefined : r;
+    };
+
+    /** Replays a table's held changes into the open batch, then applies the batch so far (before the table's next change is staged). */
+    const replayHeld = async (r: Route) => {
+      await writer.begin();
+      await held.flush();
+      let current: { columns: string; id: string } | undefined;
+      const count = await held.replay(r.resolved.table.name, r.snapshotLsn, async (c) => {
+        const columns = c.columns.join('\u0000');
+        if (current?.columns !== columns) {
+          if (current) await writer.applyStaged(context());
+          current = { columns, id: `held_${++version}` };
+          writer.register({ apply: buildApplyTable(current.id, r.resolved, c.columns), tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order });
+        }
+        if (c.op === 'M') await writer.moveKey(current.id, c.oldValues, c.values);
+        else if (c.op === 'T') await writer.truncate([current.id], context());
+        else await writer.stage(current.id, c.op, c.unchanged, c.values);
+      });
+      await writer.applyStaged(context());
+      if (count > 0) logger.info({ table: r.resolved.table.name, changes: count }, 'applied the changes held during the copy');
+    };
+
+    /** Tables waiting for their copy: once it is done, their held changes are replayed and they stream. */
+    const refreshHeld = async (force = false) => {
+      const waiting = [...routes.values()].filter((r) => r.state !== 'streaming' && r.state !== 'paused');
+      if (waiting.length === 0 || (!force && Date.now() - heldCheckedAt < 500)) return;
+      heldCheckedAt = Date.now();
+      const { rows } = await target!.query<{ table_name: string; state: string; snapshot_lsn: string | null }>(
+        'SELECT table_name, state, snapshot_lsn::text AS snapshot_lsn FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = ANY($2::text[])',
+        [sync.name, waiting.map((r) => r.resolved.table.name)]);
+      for (const r of waiting) {
+        const row = rows.find((x) => x.table_name === r.resolved.table.name);
+        if (row?.snapshot_lsn) r.snapshotLsn = parseLsn(row.snapshot_lsn);
+        if (row?.state === 'streaming') {
+          await replayHeld(r);
+          r.state = 'streaming';
+        } else if (row?.state === 'paused') {
+          r.state = 'paused';
+        }
+      }
+    };
+
+    // A streamed transaction's commit position is unknown until it commits: whether a table's copy
+    // already holds its changes (snapshotLsn) is decided then, when they are applied.
+    const streamedRoute = async (relationId: number): Promise<Route | undefined> => {
+      const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
+      return r && r.state !== 'paused' ? r : undefined;
+    };
+    const shapes = new Map<Route, StreamedTable>();
+    const streamedTable = (r: Route): StreamedTable => {
+      let t = shapes.get(r);
+      if (!t || t.shapeId !== r.id) {
+        const relation = r.relation!;
+        t = {
+          key: tableKey(r.resolved.table.source), shapeId: r.id,
+          define: (id) => ({
+            apply: { ...buildApplyTable(id, r.resolved, relation.columns.map((c) => c.name)), preserve: true },
+            tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
+          }),
+        };
+        shapes.set(r, t);
+      }
+      return t;
+    };
+    const routeByKey = (key: string) => routes.get(key)!;
+
+    // Changes held for a table whose copy finished while no worker ran (or before a crash) are
+    // applied before anything else.
+    const leftovers = await target.query<{ table_name: string }>('SELECT DISTINCT table_name FROM syncctl.held_changes WHERE sync_name = $1', [sync.name]);
+    for (const { table_name } of leftovers.rows) {
+      const r = [...routes.values()].find((x) => x.resolved.table.name === table_name);
+      if (r?.state === 'streaming') await replayHeld(r);
+    }
+    const commitReplayed = async () => {
+      if (!writer.open || lastCommit) return;
+      lastCommit = { lsn: applied, time: null };
+      await commit();
+    };
+    await commitReplayed();
 
     for await (const { message, walEnd } of stream.messages()) {
       if (message === undefined) {
@@ -172,6 +334,11 @@ async function runSession(options: WorkerOptions): Promise<void> {
         // commit a finished batch only when nothing more is waiting or the batch is old enough,
         // otherwise every source transaction would become its own target transaction.
         if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= batchMs)) await commit();
+        // A table whose copy finished gets its held changes now, even if no change of its own follows.
+        if (!inTransaction && !lastCommit) {
+          await refreshHeld();
+          await commitReplayed();
+        }
         // With nothing received left uncommitted or unflushed, every transaction the server
         // committed before walEnd has been sent and applied, or had nothing for this sync:
         // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
@@ -192,78 +359,110 @@ async function runSession(options: WorkerOptions): Promise<void> {
             writer.setContext(context());
           }
           break;
-        case 'relation': {
-          const r = routes.get(`${m.schema}.${m.name}`);
-          if (!r) {
-            // Not necessarily an error: for a partition published through its root, pgoutput sends
-            // the root's Relation and then the partition's own, but changes name the root.
-            unknown.set(m.relationId, `${m.schema}.${m.name}`);
-            break;
-          }
-          unknown.delete(m.relationId);
-          byRelation.set(m.relationId, r);
-          const broken = brokenMapping(r.resolved, m);
-          if (broken) {
-            // Pause this table alone, in the batch's transaction: the other tables go on.
-            r.state = 'paused';
-            await writer.begin();
-            await target.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
-              [sync.name, r.resolved.table.name, broken]);
-            logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
-            break;
-          }
-          // pgoutput sends a table's Relation again after any invalidation (ANALYZE, a publication
-          // change): with the same columns the table keeps its staging. With other columns, what is
-          // staged under the old shape is applied first: the reduction to the last change per key
-          // works within one staging table, and a later delete must not run before an earlier write.
-          const sameShape = r.relation !== undefined && r.relation.columns.length === m.columns.length &&
-            r.relation.columns.every((c, i) => c.name === m.columns[i]!.name && c.typeOid === m.columns[i]!.typeOid);
-          r.relation = m;
-          if (sameShape) break;
-          if (r.id !== '' && writer.open) await writer.applyStaged(context());
-          r.id = `${m.relationId}_${++version}`;
-          writer.register({
-            apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
-            tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
-          });
+        case 'relation':
+          await onRelation(m);
           break;
-        }
-        case 'insert': {
-          const r = await route(m.relationId);
-          if (!r) break;
-          await writer.stage(r.id, 'W', null, m.newTuple as (Buffer | null)[]);
-          staged++;
-          break;
-        }
-        case 'update': {
-          const r = await route(m.relationId);
-          if (!r) break;
-          // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
-          // unless the new row, staged after it, writes the same key again.
-          const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
-          // The key changed and some TOAST values did not: they exist only in the target row under
-          // the old key, so that row moves to the new key before the new values are applied.
-          if (m.oldKind === 'K' && unchanged) await writer.moveKey(r.id, withoutUnchanged(m.oldTuple!), values);
-          if (m.oldTuple) await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
-          await writer.stage(r.id, 'W', unchanged, values);
-          staged++;
-          break;
-        }
+        case 'insert':
+        case 'update':
         case 'delete': {
-          const r = await route(m.relationId);
+          const xid = streamXid;
+          const r = xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
           if (!r) break;
-          await writer.stage(r.id, 'D', null, withoutUnchanged(m.oldTuple));
-          staged++;
+          // A table still being copied: its changes are held until the copy is done.
+          const holding = xid === undefined && r.state !== 'streaming';
+          const columns = () => r.relation!.columns.map((c) => c.name);
+          const stage = (op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
+            if (holding) return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: columns(), values });
+            return xid === undefined ? writer.stage(r.id, op, unchanged, values) : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values);
+          };
+          if (m.tag === 'insert') {
+            await stage('W', null, m.newTuple as (Buffer | null)[]);
+          } else if (m.tag === 'update') {
+            // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
+            // unless the new row, staged after it, writes the same key again.
+            const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
+            // The key changed and some TOAST values did not: they exist only in the target row under
+            // the old key, so that row moves to the new key before the new values are applied.
+            if (m.oldKind === 'K' && unchanged) {
+              if (holding) await held.hold(r.resolved.table.name, finalLsn, { op: 'M', unchanged: null, columns: columns(), values, oldValues: withoutUnchanged(m.oldTuple!) });
+              else if (xid === undefined) await writer.moveKey(r.id, withoutUnchanged(m.oldTuple!), values);
+              else streamed.moveKey(xid, m.xid, streamedTable(r), withoutUnchanged(m.oldTuple!), values);
+            }
+            if (m.oldTuple) await stage('D', null, withoutUnchanged(m.oldTuple));
+            await stage('W', unchanged, values);
+          } else {
+            await stage('D', null, withoutUnchanged(m.oldTuple));
+          }
+          if (xid === undefined) staged++;
           break;
         }
         case 'truncate': {
+          if (streamXid !== undefined) {
+            const routed: (Route | undefined)[] = [];
+            for (const relationId of m.relationIds) routed.push(await streamedRoute(relationId));
+            const tables = routed.filter((r): r is Route => r !== undefined && r.resolved.table.truncate === 'apply')
+              .map((r) => ({ key: tableKey(r.resolved.table.source), target: r.resolved.table.target }));
+            streamed.truncate(streamXid, m.xid, tables);
+            break;
+          }
           if (skipping) break;
           const ids: string[] = [];
           for (const relationId of m.relationIds) {
             const r = await route(relationId);
-            if (r && r.resolved.table.truncate === 'apply') ids.push(r.id);
+            if (!r || r.resolved.table.truncate !== 'apply') continue;
+            if (r.state === 'streaming') ids.push(r.id);
+            else await held.hold(r.resolved.table.name, finalLsn, { op: 'T', unchanged: null, columns: r.relation!.columns.map((c) => c.name), values: null });
           }
           await writer.truncate(ids, context());
+          break;
+        }
+        case 'stream-start':
+          streamXid = m.xid;
+          await streamed.start(m.xid, m.first);
+          break;
+        case 'stream-stop':
+          if (streamXid !== undefined) await streamed.flush(streamXid);
+          streamXid = undefined;
+          break;
+        case 'stream-abort':
+          await streamed.abort(m.xid, m.subXid);
+          break;
+        case 'stream-commit': {
+          // Applied before the last checkpoint: the server may send it again after a restart.
+          if (m.commitLsn < applied) {
+            await streamed.discard(m.xid);
+            break;
+          }
+          finalLsn = m.commitLsn;
+          commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          // A table still being copied: a streamed transaction is not held, it waits for the copy
+          // (its held changes are replayed first). What the batch holds is committed before waiting.
+          const keys = [...streamed.tables(m.xid)];
+          const copying = () => keys.map(routeByKey).filter((r) => r.state !== 'streaming' && r.state !== 'paused');
+          if (copying().length > 0) {
+            await commit();
+            logger.info({ tables: copying().map((r) => r.resolved.table.name) }, 'a streamed transaction waits for the copy of tables it changed');
+            for (;;) {
+              await refreshHeld(true);
+              if (copying().length === 0) break;
+              if (options.signal?.aborted) throw new SyncctlError('APPLY_FAILED', 'stopped while waiting for a copy');
+              await sleep(500, options.signal);
+            }
+          }
+          staged += streamed.changes(m.xid);
+          await writer.begin();
+          writer.setContext(context());
+          // Transactions that committed earlier and are staged in the batch come first.
+          await writer.applyStaged(context());
+          // A table paused meanwhile drops its changes; one whose copy began after this commit has them already.
+          await streamed.apply(m.xid, writer, (key) => {
+            const r = routeByKey(key);
+            return r.state !== 'paused' && m.commitLsn >= r.snapshotLsn;
+          }, context());
+          transactions++;
+          lastCommit = { lsn: m.endLsn, time: commitTime };
+          batchStarted ??= Date.now();
+          await commit();
           break;
         }
         case 'commit':
@@ -282,7 +481,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
     }
     // The stream ended mid-transaction: drop everything uncommitted (the server sends it again
     // from the confirmed position). Otherwise keep what is complete.
-    if (inTransaction) await writer.rollback();
+    if (inTransaction) {
+      held.discard();
+      await writer.rollback();
+    }
     else await commit();
     // Leave with everything committed also confirmed: the WAL writer flushes within a moment.
     for (let i = 0; i < 50 && unflushed.length > 0; i++) {
@@ -304,6 +506,18 @@ async function runSession(options: WorkerOptions): Promise<void> {
   }
 }
 
+/**
+ * The highest pgoutput protocol the source speaks, with streaming of in-progress transactions
+ * where it exists: 2 (PostgreSQL 14: streaming), 3 (15: two-phase, not requested), 4 (16:
+ * parallel streaming; requested as plain 'on', the stream abort then carries no position).
+ */
+export function pgoutputProtocol(serverVersionNum: number): { version: number; streaming: boolean } {
+  if (serverVersionNum >= 160000) return { version: 4, streaming: true };
+  if (serverVersionNum >= 150000) return { version: 3, streaming: true };
+  if (serverVersionNum >= 140000) return { version: 2, streaming: true };
+  return { version: 1, streaming: false };
+}
+
 async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonly ResolvedTable[]): Promise<Map<string, Route>> {
   const order = await foreignKeyOrder(target, tables.map((t) => t.table.target));
   const { rows } = await target.query<{ table_name: string; state: string; snapshot_lsn: string | null }>(
@@ -316,20 +530,6 @@ async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonl
       snapshotLsn: s?.snapshot_lsn ? parseLsn(s.snapshot_lsn) : 0n, state: s?.state ?? 'pending',
     }];
   }));
-}
-
-/** A table being copied: its changes after the copy's snapshot wait until the copy is done. */
-async function waitUntilStreaming(target: Connection, sync: LoadedSync, route: Route, signal: AbortSignal | undefined): Promise<void> {
-  for (;;) {
-    const { rows } = await target.query<{ state: string; snapshot_lsn: string | null }>(
-      'SELECT state, snapshot_lsn::text AS snapshot_lsn FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2',
-      [sync.name, route.resolved.table.name]);
-    route.state = rows[0]?.state ?? 'pending';
-    if (rows[0]?.snapshot_lsn) route.snapshotLsn = parseLsn(rows[0].snapshot_lsn);
-    if (route.state === 'streaming' || route.state === 'paused') return;
-    if (signal?.aborted) throw new SyncctlError('APPLY_FAILED', 'stopped while waiting for a copy');
-    await sleep(500, signal);
-  }
 }
 
 /**

@@ -120,9 +120,10 @@ describe('apply', () => {
     expect(await rows(dbs().target, 'SELECT id, name FROM syncctl.migrations ORDER BY id')).toEqual([
       { id: 0, name: 'create-migrations-table' },
       { id: 1, name: 'syncctl-schema' },
+      { id: 2, name: 'held-changes' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
-    expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
+    expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
     expect(await rows(dbs().target, 'SELECT name, spec_file FROM syncctl.syncs')).toEqual([{ name: 'laas_to_orgs', spec_file: SPEC }]);
     expect(await rows(dbs().target, `
       SELECT table_name, source_table, target_table, mode, replica_identity_before FROM syncctl.sync_tables ORDER BY table_name`)).toEqual([

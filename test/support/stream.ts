@@ -172,7 +172,7 @@ export function startWorker(sync: LoadedSync, options: Partial<WorkerOptions> = 
   let failure: unknown;
   let finished = false;
   const done = runWorker({
-    sync, logger: createLogger({ level: 'warn', pretty: false }), signal: controller.signal, ...options,
+    sync, logger: createLogger({ level: (process.env['SYNCCTL_TEST_LOG_LEVEL'] ?? 'warn') as 'warn', pretty: false }), signal: controller.signal, ...options,
   }).then(
     () => { finished = true; },
     (error: unknown) => { failure = error; finished = true; throw error; },

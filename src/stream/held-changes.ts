@@ -1,0 +1,109 @@
+/**
+ * Changes of tables whose initial copy has not finished (a table added to a running sync): the
+ * worker cannot apply them yet, and cannot stop the other tables to wait. They are written to
+ * syncctl.held_changes inside the batch's target transaction, together with the checkpoint that
+ * moves past them, and replayed in order, in one transaction with their deletion, once the copy
+ * is done. Changes of transactions that committed before the copy's snapshot are in the copy and
+ * are left out then.
+ */
+import type pg from 'pg';
+import { formatLsn, type Lsn } from './pgoutput-decoder.ts';
+
+export interface HeldChange {
+  readonly op: 'W' | 'D' | 'M' | 'T';
+  readonly unchanged: readonly number[] | null;
+  readonly columns: readonly string[];
+  readonly values: readonly (Buffer | null)[] | null;
+  /** The old row of a move (M). */
+  readonly oldValues?: readonly (Buffer | null)[];
+}
+
+interface Pending {
+  readonly t: string;
+  readonly l: string;
+  readonly o: string;
+  readonly u: readonly number[] | null;
+  readonly c: readonly string[];
+  readonly v: readonly (string | null)[] | null;
+  readonly ov: readonly (string | null)[] | null;
+}
+
+export interface ReplayedChange {
+  readonly op: 'W' | 'D' | 'M' | 'T';
+  readonly unchanged: number[] | null;
+  readonly columns: string[];
+  readonly values: (Buffer | null)[];
+  readonly oldValues: (Buffer | null)[];
+}
+
+/** Held rows written per statement, and read back per page. */
+const FLUSH_ROWS = 5_000;
+const PAGE_ROWS = 10_000;
+
+const text = (values: readonly (Buffer | null)[]) => values.map((v) => (v === null ? null : v.toString('utf8')));
+const bytes = (values: readonly (string | null)[] | null) => (values ?? []).map((v) => (v === null ? null : Buffer.from(v, 'utf8')));
+
+export class HeldChanges {
+  private pending: Pending[] = [];
+  private readonly client: pg.Client;
+  private readonly syncName: string;
+
+  constructor(client: pg.Client, syncName: string) {
+    this.client = client;
+    this.syncName = syncName;
+  }
+
+  /** Holds one change of `table` from the transaction committing at `commitLsn`; writes a page when enough wait (inside the open transaction). */
+  hold(table: string, commitLsn: Lsn, change: HeldChange): Promise<void> | undefined {
+    this.pending.push({
+      t: table, l: formatLsn(commitLsn), o: change.op, u: change.unchanged, c: change.columns,
+      v: change.values ? text(change.values) : null, ov: change.oldValues ? text(change.oldValues) : null,
+    });
+    return this.pending.length >= FLUSH_ROWS ? this.flush() : undefined;
+  }
+
+  /** Writes what is held in memory, inside the caller's open target transaction. */
+  async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    await this.client.query(
+      `INSERT INTO syncctl.held_changes (sync_name, table_name, commit_lsn, op, unchanged, columns, vals, old_vals)
+       SELECT $1, r.t, r.l::pg_lsn, r.o::"char", r.u, r.c, r.v, r.ov
+         FROM jsonb_to_recordset($2::jsonb) AS r(t text, l text, o text, u int2[], c text[], v text[], ov text[])`,
+      [this.syncName, JSON.stringify(rows.map((r) => ({ ...r, u: r.u === null ? null : `{${r.u.join(',')}}`, c: pgArray(r.c), v: r.v && pgArray(r.v), ov: r.ov && pgArray(r.ov) })))]);
+  }
+
+  /** The transaction holding them rolled back. */
+  discard(): void {
+    this.pending = [];
+  }
+
+  /**
+   * Replays, in order, the held changes of `table` from transactions committed at or after
+   * `snapshotLsn`, then deletes all of them: inside the caller's open target transaction.
+   */
+  async replay(table: string, snapshotLsn: Lsn, apply: (change: ReplayedChange) => Promise<void> | undefined): Promise<number> {
+    let after = 0n;
+    let count = 0;
+    for (;;) {
+      const { rows } = await this.client.query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null; old_vals: (string | null)[] | null }>(
+        `SELECT h.seq::text AS position, h.op, h.unchanged, h.columns, h.vals, h.old_vals FROM syncctl.held_changes AS h
+          WHERE h.sync_name = $1 AND h.table_name = $2 AND h.seq > $3 AND h.commit_lsn >= $4::pg_lsn ORDER BY h.seq LIMIT ${PAGE_ROWS}`,
+        [this.syncName, table, String(after), formatLsn(snapshotLsn)]);
+      for (const r of rows) {
+        await apply({ op: r.op as ReplayedChange['op'], unchanged: r.unchanged, columns: r.columns, values: bytes(r.vals), oldValues: bytes(r.old_vals) });
+        count++;
+      }
+      if (rows.length < PAGE_ROWS) break;
+      after = BigInt(rows[rows.length - 1]!.position);
+    }
+    await this.client.query('DELETE FROM syncctl.held_changes WHERE sync_name = $1 AND table_name = $2', [this.syncName, table]);
+    return count;
+  }
+}
+
+/** A text[] literal: jsonb_to_recordset reads array fields from their text form. */
+function pgArray(values: readonly (string | null)[]): string {
+  return `{${values.map((v) => (v === null ? 'NULL' : `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`)).join(',')}}`;
+}
