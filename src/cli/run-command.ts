@@ -12,6 +12,7 @@ export function runCommand(yargs: Argv) {
       .positional('specs', { type: 'string', demandOption: true, describe: 'a spec file or a directory of *.sync.ts files' })
       .option('sync', { type: 'string', describe: 'run only this sync (by name)' })
       .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
+      .option('batch-ms', { type: 'number', default: 10, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
       .example('$0 run specs/', 'stream every sync in specs/'),
     async (argv) => {
       const logger = createLogger();
@@ -25,7 +26,7 @@ export function runCommand(yargs: Argv) {
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
       await Promise.all(syncs.map((sync) => runWorker({
-        sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'],
+        sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'], batchMs: argv['batch-ms'],
         reload: async () => (await loadSpecs(argv.specs, process.env, { fresh: true })).find((s) => s.name === sync.name),
       }).catch((error: unknown) => {
         controller.abort();

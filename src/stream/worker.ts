@@ -31,7 +31,10 @@ export interface WorkerOptions {
   readonly signal?: AbortSignal;
   /** Commit the target transaction once this many changes are staged (at a source commit). */
   readonly batchRows?: number;
-  /** …or once the oldest transaction in it has waited this long (latency bound). */
+  /**
+   * …or once the oldest transaction in it has waited this long, while the worker is caught up
+   * (latency bound; default 10 ms). While it is behind, batches stay open up to 250 ms.
+   */
   readonly batchMs?: number;
   /** Called after every target commit. */
   readonly onCommit?: (info: CommitInfo) => void;
@@ -47,6 +50,9 @@ export interface CommitInfo {
   readonly transactions: number;
   readonly changes: number;
 }
+
+/** How long a batch may stay open while the worker is behind the source. */
+const BEHIND_BATCH_MS = 250;
 
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MS = 946_684_800_000;
@@ -137,7 +143,13 @@ async function runSession(options: WorkerOptions): Promise<void> {
     let transactions = 0;
     let lastCommit: { lsn: Lsn; time: string | null } | undefined;
     let batchStarted: number | undefined;
-    const batchMs = options.batchMs ?? 50;
+    const batchMs = options.batchMs ?? 10;
+    let commitMs = 0;
+    // Caught up (the last source commit is recent): a batch stays open for batchMs at most, so lag
+    // stays low. Behind (draining a backlog): up to BEHIND_BATCH_MS, so fewer, larger target
+    // transactions drain it faster. The source's clock is compared with ours: a skew of more than
+    // a second only picks the throughput side.
+    const window = () => (Date.now() - commitMs > 1_000 ? Math.max(batchMs, BEHIND_BATCH_MS) : batchMs);
 
     const context = () => ({ lsn: formatLsn(finalLsn), commitTime });
     // Commits whose target WAL is not flushed yet: their source positions are confirmed only
@@ -178,6 +190,13 @@ async function runSession(options: WorkerOptions): Promise<void> {
       unknown.delete(m.relationId);
       byRelation.set(m.relationId, r);
       const broken = brokenMapping(r.resolved, m);
+      if (broken && streamXid === undefined && finalLsn < r.snapshotLsn) {
+        // The shape of a transaction the table's copy already holds (a worker restarted after the
+        // paused table was fixed and copied again reads the old shapes once more): its changes are
+        // skipped, and a later Relation brings the shape the copy was made with.
+        r.relation = undefined;
+        return;
+      }
       if (broken) {
         // Pause this table alone, in the batch's transaction: the other tables go on.
         r.state = 'paused';
@@ -333,7 +352,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         // A keepalive (the server sends one after most transactions while we have not confirmed):
         // commit a finished batch only when nothing more is waiting or the batch is old enough,
         // otherwise every source transaction would become its own target transaction.
-        if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= batchMs)) await commit();
+        if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= window())) await commit();
         // A table whose copy finished gets its held changes now, even if no change of its own follows.
         if (!inTransaction && !lastCommit) {
           await refreshHeld();
@@ -350,7 +369,8 @@ async function runSession(options: WorkerOptions): Promise<void> {
       switch (m.tag) {
         case 'begin':
           finalLsn = m.finalLsn;
-          commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          commitMs = Number(m.commitTime / 1000n) + PG_EPOCH_MS;
+          commitTime = new Date(commitMs).toISOString();
           // Applied before the last checkpoint: the server may send it again after a restart.
           skipping = m.finalLsn < applied;
           inTransaction = true;
@@ -472,7 +492,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           lastCommit = { lsn: m.endLsn, time: commitTime };
           // Group small transactions while more are already waiting; commit when caught up.
           batchStarted ??= Date.now();
-          if (staged >= batchRows || Date.now() - batchStarted >= batchMs || !stream.hasBuffered() || options.signal?.aborted) await commit();
+          if (staged >= batchRows || Date.now() - batchStarted >= window() || !stream.hasBuffered() || options.signal?.aborted) await commit();
           break;
         default:
           break;
