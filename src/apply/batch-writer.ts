@@ -12,6 +12,7 @@ import { SyncctlError } from '../errors.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
+import { KeySet } from './key-set.ts';
 import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 
 export interface BatchTable {
@@ -35,9 +36,13 @@ interface TableState {
   /** Positions (in staged values) of the source columns the target key copies, when it copies them. */
   readonly keyPositions: readonly number[] | undefined;
   /** Keys staged in this slice, while none repeated. */
-  keys: Set<string> | undefined;
+  keys: KeySet | undefined;
   /** A key occurs twice in this slice: the reduction to the last change per key is needed. */
   repeated: boolean;
+  /** The rows staged in this batch as SQL VALUES rows, while the batch is small (see SMALL_ROWS). */
+  literals: string[];
+  /** Some staged change is a delete (else, without a worker filter, the delete statement is left out). */
+  deletes: boolean;
 }
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
@@ -49,6 +54,21 @@ const STAGE_FLUSH_BYTES = 4 * 1024 * 1024;
  * big batch, and nothing is visible before the commit.
  */
 const APPLY_EVERY_ROWS = 100_000;
+/**
+ * A batch of at most this many changes (and SMALL_BYTES) that never had to talk to the server
+ * before its commit goes in one round trip: BEGIN, the rows as INSERT … VALUES into the stages,
+ * the set-based statements, the checkpoint and COMMIT as one simple query. Live streams are made
+ * of such batches, and round trips are most of their cost.
+ */
+const SMALL_ROWS = 2_000;
+const SMALL_BYTES = 512 * 1024;
+const BEGIN = `BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`;
+
+/** The target's WAL positions after a commit: its end (insert) and how far the target has flushed. */
+export interface CommitPosition {
+  readonly lsn: string;
+  readonly flushed: string;
+}
 
 export interface BatchStats {
   rowsApplied: number;
@@ -58,6 +78,12 @@ export interface BatchStats {
 export class BatchWriter {
   private readonly tables = new Map<string, TableState>();
   private inTransaction = false;
+  /** BEGIN was sent: a lazily begun batch sends it only once it must talk to the server. */
+  private begun = false;
+  /** Everything staged in this batch is still in memory, as literals too: it may commit in one round trip. */
+  private small = true;
+  private smallBytes = 0;
+  private smallRows = 0;
   private seq = 0;
   private pendingRows = 0;
   private prepared = false;
@@ -93,7 +119,7 @@ export class BatchWriter {
     const keyPositions = keySources?.map((name) => staged.findIndex((c) => c.name === name));
     this.tables.set(table.apply.id, {
       table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
-      keyPositions, keys: keyPositions ? new Set() : undefined, repeated: keyPositions === undefined,
+      keyPositions, keys: keyPositions ? new KeySet() : undefined, repeated: keyPositions === undefined, literals: [], deletes: false,
     });
   }
 
@@ -105,15 +131,37 @@ export class BatchWriter {
    */
   async prepare(): Promise<void> {
     if (this.prepared) return;
-    await this.client.query(`SET temp_buffers = '128MB'; SET synchronous_commit = off`);
+    await this.client.query(`SET temp_buffers = '128MB'; SET synchronous_commit = off; SET standard_conforming_strings = on`);
     this.prepared = true;
   }
 
-  async begin(): Promise<void> {
-    if (this.inTransaction) return;
-    await this.prepare();
-    await this.client.query(`BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
-    this.inTransaction = true;
+  /**
+   * Opens the batch's transaction. `lazy`: BEGIN waits until something must be sent (a small
+   * batch then commits in one round trip); a caller that queries the client itself inside the
+   * batch calls begin() without it, or ensureBegun(), first.
+   */
+  async begin(options: { lazy?: boolean } = {}): Promise<void> {
+    if (!this.inTransaction) {
+      await this.prepare();
+      this.inTransaction = true;
+      this.begun = false;
+      this.small = true;
+    }
+    if (!options.lazy) await this.ensureBegun();
+  }
+
+  /** Sends the deferred BEGIN, if any: from here on the batch's rows go out by COPY. */
+  async ensureBegun(): Promise<void> {
+    if (!this.inTransaction || this.begun) return;
+    this.begun = true;
+    this.dropSmall();
+    await this.client.query(BEGIN);
+  }
+
+  private dropSmall(): void {
+    if (!this.small) return;
+    this.small = false;
+    for (const state of this.tables.values()) state.literals = [];
   }
 
   /**
@@ -127,20 +175,19 @@ export class BatchWriter {
     state.rows.addRow(row);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
-    if (!state.repeated) {
-      const positions = state.keyPositions!;
-      let key = '';
-      for (let i = 0; i < positions.length; i++) {
-        const v = values[positions[i]!];
-        key += v === null || v === undefined ? '\u0001' : `${v.toString('latin1')}\u0000`;
-      }
-      if (state.keys!.has(key)) {
-        state.repeated = true;
-        state.keys!.clear();
-      } else {
-        state.keys!.add(key);
-      }
+    if (this.small) {
+      let literal = `(${row[0]},'${op}',${unchanged === null ? 'NULL' : `'${row[2]}'`}`;
+      for (const v of values) literal += v === null ? ',NULL' : `,'${v.toString('utf8').replaceAll("'", "''")}'`;
+      literal += ')';
+      state.literals.push(literal);
+      this.smallBytes += literal.length;
+      if (++this.smallRows > SMALL_ROWS || this.smallBytes > SMALL_BYTES) this.dropSmall();
     }
+    if (!state.repeated && !state.keys!.add(state.keyPositions!.map((p) => values[p]))) {
+      state.repeated = true;
+      state.keys!.clear();
+    }
+    if (op === 'D') state.deletes = true;
     if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
   }
@@ -154,6 +201,7 @@ export class BatchWriter {
   async moveKey(id: string, oldValues: readonly (Buffer | null)[], newValues: readonly (Buffer | null)[]): Promise<void> {
     const state = this.tables.get(id)!;
     if (!state.statements.moveKey) return;
+    await this.ensureBegun();
     await this.applyStaged(this.context);
     const text = (values: readonly (Buffer | null)[]) => values.map((v) => (v === null ? null : v.toString('utf8')));
     await this.client.query('SAVEPOINT syncctl_move');
@@ -174,6 +222,7 @@ export class BatchWriter {
   /** COPY a ready-made text stream (the initial copy) into a table's stage. */
   async stageCopy(id: string, columns: readonly string[], source: NodeJS.ReadableStream): Promise<void> {
     const state = this.tables.get(id)!;
+    await this.ensureBegun();
     await this.ensureCreated(state);
     const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
     await pipeline(source, sink);
@@ -189,6 +238,7 @@ export class BatchWriter {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
+    await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
     // The usual case in one round trip: every statement of the batch as one simple query, under a
     // savepoint. Only when the target rejects something do the statements run one by one, and
@@ -205,6 +255,11 @@ export class BatchWriter {
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
       }
     }
+    await this.applyCarefully(pending, context);
+  }
+
+  /** Step by step: a statement at a time, a rejecting table's rows one at a time. */
+  private async applyCarefully(pending: readonly TableState[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
     for (const state of pending) {
       await this.client.query(state.statements.reduce);
       if (state.toasted) await this.parkIncomputable(state, context);
@@ -222,6 +277,7 @@ export class BatchWriter {
   private reset(state: TableState): void {
     state.staged = 0;
     state.toasted = false;
+    state.deletes = false;
     if (state.keyPositions) {
       state.keys!.clear();
       state.repeated = false;
@@ -236,7 +292,11 @@ export class BatchWriter {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
     for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
-    for (const state of [...pending].reverse()) statements.push(direct(state)?.deleteRows ?? state.statements.deleteRows);
+    for (const state of [...pending].reverse()) {
+      // Nothing to delete: no delete staged, and no row filter that could turn a write into one.
+      if (!state.deletes && state.table.apply.workerFilter === undefined) continue;
+      statements.push(direct(state)?.deleteRows ?? state.statements.deleteRows);
+    }
     for (const state of pending) statements.push(direct(state)?.upsertRows ?? state.statements.upsertRows);
     for (const state of pending) {
       const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
@@ -270,41 +330,91 @@ export class BatchWriter {
   /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
   async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
     if (targets.length === 0) return;
+    await this.ensureBegun();
     await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
     await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
   }
 
   /**
    * Applies what is staged, records the checkpoint and commits: rows and position in one
-   * transaction. Returns the target's WAL position after the commit: once the target has flushed
-   * past it, the commit survives a crash of the target too.
+   * transaction. Returns the target's WAL position after the commit (once the target has flushed
+   * past it, the commit survives a crash of the target too) and its flush position then.
    */
-  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<string> {
+  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
+    const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+    if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted)) return this.commitSmall(pending, checkpoint);
+    await this.ensureBegun();
     await this.applyStaged(checkpoint, { final: true });
-    // One round trip: the checkpoint and the commit (values as literals: a simple query takes no parameters).
-    const results = await this.client.query(
+    return this.commitTail(checkpoint, []);
+  }
+
+  /** The checkpoint and COMMIT, after `before`, as one simple query (values as literals: a simple query takes no parameters). */
+  private async commitTail(checkpoint: { lsn: string; commitTime: string | null }, before: readonly string[]): Promise<CommitPosition> {
+    const results = await this.client.query([...before,
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
-       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now();
-       COMMIT;
-       SELECT pg_current_wal_insert_lsn()::text AS lsn`) as unknown as pg.QueryResult<{ lsn: string }>[];
+       ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now()`,
+      'COMMIT',
+      'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult<CommitPosition>[];
+    this.finish();
+    return results[results.length - 1]!.rows[0]!;
+  }
+
+  /**
+   * A small batch in one round trip. When the target rejects something, the transaction goes
+   * back to the savepoint taken after the rows were staged, and the batch is applied carefully.
+   */
+  private async commitSmall(pending: readonly TableState[], checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
+    for (const state of pending) await this.ensureCreated(state);
+    const statements = [BEGIN];
+    for (const state of pending) {
+      const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
+      statements.push(`INSERT INTO ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) VALUES ${state.literals.join(',')}`);
+    }
+    if (pending.length > 0) statements.push('SAVEPOINT syncctl_batch', this.batchSql(pending, true), 'RELEASE SAVEPOINT syncctl_batch');
+    try {
+      return await this.commitTail(checkpoint, statements);
+    } catch (error) {
+      this.begun = true;
+      this.dropSmall();
+      for (const state of pending) state.rows.takeBlocks();
+      try {
+        await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
+      } catch {
+        // It failed before the savepoint (staging the rows): nothing of the batch is applied.
+        await this.rollback();
+        throw error;
+      }
+      await this.applyCarefully(pending, checkpoint);
+      return this.commitTail(checkpoint, []);
+    }
+  }
+
+  private finish(): void {
     this.inTransaction = false;
+    this.begun = false;
+    this.small = true;
+    this.smallRows = 0;
+    this.smallBytes = 0;
     this.seq = 0;
-    return results[results.length - 1]!.rows[0]!.lsn;
+    for (const state of this.tables.values()) {
+      state.literals = [];
+      if (state.rows.rows > 0) state.rows.takeBlocks();
+      if (state.staged > 0) this.reset(state);
+    }
   }
 
   /** Commits the open transaction with no checkpoint (the initial copy records its own). */
   async commitPlain(): Promise<void> {
+    await this.ensureBegun();
     await this.client.query('COMMIT');
-    this.inTransaction = false;
-    this.seq = 0;
+    this.finish();
   }
 
   async rollback(): Promise<void> {
     if (!this.inTransaction) return;
-    await this.client.query('ROLLBACK').catch(() => {});
-    this.inTransaction = false;
-    this.seq = 0;
+    if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
+    this.finish();
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();
@@ -353,6 +463,7 @@ export class BatchWriter {
   }
 
   private async copyOut(state: TableState): Promise<void> {
+    await this.ensureBegun();
     await this.ensureCreated(state);
     if (state.rows.rows === 0) return;
     const data = state.rows.takeBlocks();

@@ -178,10 +178,13 @@ export function renderApply(table: ApplyTable): ApplyStatements {
       `WHERE ${table.key.map((k) => `t.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ')}`
     : undefined;
 
-  const forgetLocalChanges = table.tracked
-    ? `DELETE FROM syncctl.local_changes AS c USING ${last} AS l WHERE c.target_table = ${quoteLiteral(`${table.target.schema}.${table.target.name}`)} ` +
-      `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`
-    : undefined;
+  // Gated by a one-time check: with no local change recorded for the table (the usual case), the
+  // staged rows are not read at all.
+  const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
+  const forget = (from: string) => `DELETE FROM syncctl.local_changes AS c USING ${from} AS l ` +
+    `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND c.target_table = ${targetName} ` +
+    `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
+  const forgetLocalChanges = table.tracked ? forget(last) : undefined;
 
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
   const direct = table.keySources ? {
@@ -190,9 +193,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${stage} ` +
       `WHERE ${quoteIdent(OP)} = 'W' AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
     ...(table.tracked ? {
-      forgetLocalChanges: `DELETE FROM syncctl.local_changes AS c USING (SELECT ${keyOnly.join(', ')} FROM ${stage}) AS l ` +
-        `WHERE c.target_table = ${quoteLiteral(`${table.target.schema}.${table.target.name}`)} ` +
-        `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`,
+      forgetLocalChanges: forget(`(SELECT ${keyOnly.join(', ')} FROM ${stage})`),
     } : {}),
   } : undefined;
 

@@ -48,9 +48,13 @@ export class HeldChanges {
   private readonly client: pg.Client;
   private readonly syncName: string;
 
-  constructor(client: pg.Client, syncName: string) {
+  private readonly beforeWrite: () => Promise<void>;
+
+  /** `beforeWrite` runs before held rows are written (the batch's deferred BEGIN). */
+  constructor(client: pg.Client, syncName: string, beforeWrite: () => Promise<void> = async () => {}) {
     this.client = client;
     this.syncName = syncName;
+    this.beforeWrite = beforeWrite;
   }
 
   /** Holds one change of `table` from the transaction committing at `commitLsn`; writes a page when enough wait (inside the open transaction). */
@@ -65,6 +69,7 @@ export class HeldChanges {
   /** Writes what is held in memory, inside the caller's open target transaction. */
   async flush(): Promise<void> {
     if (this.pending.length === 0) return;
+    await this.beforeWrite();
     const rows = this.pending;
     this.pending = [];
     await this.client.query(

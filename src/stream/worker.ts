@@ -127,7 +127,8 @@ async function runSession(options: WorkerOptions): Promise<void> {
 
     const writer = new BatchWriter(target.client, sync.name);
     await writer.prepare();
-    const held = new HeldChanges(target.client, sync.name);
+    // Held changes are written inside the batch's transaction: its deferred BEGIN goes first.
+    const held = new HeldChanges(target.client, sync.name, () => writer.ensureBegun());
     let heldCheckedAt = 0;
     const streamed = new StreamedTransactions(target.client, sync.name);
     /** The transaction whose stream block is being read, if any. */
@@ -155,10 +156,9 @@ async function runSession(options: WorkerOptions): Promise<void> {
     // Commits whose target WAL is not flushed yet: their source positions are confirmed only
     // once it is, so a crash of the target cannot lose what the slot has let go of.
     const unflushed: { source: Lsn; target: Lsn }[] = [];
-    const confirmDurable = async () => {
+    const confirmDurable = async (known?: Lsn) => {
       if (unflushed.length === 0) return;
-      const { rows } = await target!.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
-      const flushed = parseLsn(rows[0]!.lsn);
+      const flushed = known ?? parseLsn((await target!.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0]!.lsn);
       let upTo: Lsn | undefined;
       while (unflushed.length > 0 && unflushed[0]!.target <= flushed) upTo = unflushed.shift()!.source;
       if (upTo !== undefined) stream!.confirm(upTo);
@@ -168,10 +168,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
     const commit = async () => {
       if (!lastCommit) return;
       await held.flush();
-      const targetLsn = await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
+      const position = await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
       applied = lastCommit.lsn;
-      unflushed.push({ source: applied, target: parseLsn(targetLsn) });
-      await confirmDurable();
+      unflushed.push({ source: applied, target: parseLsn(position.lsn) });
+      await confirmDurable(parseLsn(position.flushed));
       options.onCommit?.({ lsn: formatLsn(applied), transactions, changes: staged });
       logger.debug({ lsn: formatLsn(applied), transactions, changes: staged }, 'committed');
       staged = 0;
@@ -375,7 +375,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           skipping = m.finalLsn < applied;
           inTransaction = true;
           if (!skipping) {
-            await writer.begin();
+            await writer.begin({ lazy: true });
             writer.setContext(context());
           }
           break;

@@ -1,0 +1,24 @@
+/** KeySet: repeated keys are found across growth; parts are separated; null parts count. */
+import { expect, test } from 'vitest';
+import { KeySet } from '../../src/apply/key-set.ts';
+
+const b = (s: string) => Buffer.from(s);
+
+test('finds a repeated key among 300,000 distinct ones, across growth', () => {
+  const keys = new KeySet();
+  for (let i = 0; i < 300_000; i++) expect(keys.add([b(String(i))])).toBe(true);
+  expect(keys.size).toBe(300_000);
+  expect(keys.add([b('123456')])).toBe(false);
+  expect(keys.add([b('300000')])).toBe(true);
+});
+
+test('composite keys: part boundaries and NULL parts are part of the key', () => {
+  const keys = new KeySet();
+  expect(keys.add([b('ab'), b('c')])).toBe(true);
+  expect(keys.add([b('a'), b('bc')])).toBe(true);
+  expect(keys.add([null, b('x')])).toBe(true);
+  expect(keys.add([b(''), b('x')])).toBe(true);
+  expect(keys.add([null, b('x')])).toBe(false);
+  keys.clear();
+  expect(keys.add([b('ab'), b('c')])).toBe(true);
+});
