@@ -691,7 +691,7 @@ function renderSection(r: {
     '',
     `- machine: ${r.machineLines.join('; ')}`,
     `- Postgres: ${r.serverVersion} (embedded package), source and target on this machine; client tools: ${r.pgbench}`,
-    `- Node ${r.nodeVersion}; syncctl worker run as \`node bin/syncctl run <spec dir>\` (child process), initial copy through the library (applyAll) in the harness process`,
+    `- Node ${r.nodeVersion}; syncctl worker run as \`bin/syncctl run <spec dir>\` (child process; the executable's shebang caps V8's young generation at 4 MB a semi-space), initial copy through the library (applyAll) in the harness process`,
     `- server settings, identical on both servers: ${r.settingsShown.join(', ')}`,
     `- native subscription: copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
     `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants alternating (native first in odd repetitions); ` +

@@ -66,7 +66,8 @@ export class WorkerProcess {
   }
 
   static start(specDir: string, env: Record<string, string>, logFile: string): WorkerProcess {
-    const child = track(spawn(process.execPath, [SYNCCTL_BIN, 'run', specDir], {
+    // Run as a user runs it: the executable, whose shebang passes its V8 settings to node.
+    const child = track(spawn(SYNCCTL_BIN, ['run', specDir], {
       env: { ...process.env, ...env, SYNCCTL_LOG_FORMAT: 'json', SYNCCTL_LOG_LEVEL: process.env['BENCH_WORKER_LOG_LEVEL'] ?? 'info' },
       stdio: ['ignore', 'ignore', 'pipe'],
     }));

@@ -62,6 +62,9 @@ const APPLY_EVERY_ROWS = 100_000;
  */
 const SMALL_ROWS = 2_000;
 const SMALL_BYTES = 512 * 1024;
+/** A slice of at most this many rows is cleared by DELETE (else TRUNCATE); VACUUM after this many deleted. */
+const CLEAR_BY_DELETE_ROWS = 5_000;
+const VACUUM_AFTER_ROWS = 50_000;
 const BEGIN = `BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`;
 
 /** The target's WAL positions after a commit: its end (insert) and how far the target has flushed. */
@@ -86,6 +89,10 @@ export class BatchWriter {
   private smallRows = 0;
   private seq = 0;
   private pendingRows = 0;
+  /** A COPY into a stage still running (see copyOut). */
+  private inflight: Promise<void> | undefined;
+  /** Staging rows removed by DELETE since the last VACUUM. */
+  private deleted = 0;
   private prepared = false;
   private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
   readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
@@ -189,7 +196,7 @@ export class BatchWriter {
     }
     if (op === 'D') state.deletes = true;
     if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
-    return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state) : undefined;
+    return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state, { background: true }) : undefined;
   }
 
   /**
@@ -226,15 +233,17 @@ export class BatchWriter {
     await this.ensureCreated(state);
     const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
     await pipeline(source, sink);
-    state.staged += 1;
+    // Rows this process never saw: repeated keys are possible, and they may be many.
+    state.staged += CLEAR_BY_DELETE_ROWS + 1;
+    state.repeated = true;
   }
 
   /**
    * Applies everything staged so far, in foreign-key order, inside the open transaction.
-   * `final`: the transaction commits (or the tables are dropped) next, which empties the staging
-   * tables anyway.
+   * `dropping`: the staging tables are dropped next (a streamed transaction's), no need to empty them.
    */
-  async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { final?: boolean } = {}): Promise<void> {
+  async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { dropping?: boolean } = {}): Promise<void> {
+    await this.settle();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
@@ -246,7 +255,7 @@ export class BatchWriter {
     if (!pending.some((s) => s.toasted)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        const results = await this.client.query(this.batchSql(pending, options.final ?? false)) as unknown as pg.QueryResult[] | pg.QueryResult;
+        const results = await this.client.query(this.batchSql(pending, !options.dropping)) as unknown as pg.QueryResult[] | pg.QueryResult;
         for (const r of Array.isArray(results) ? results : [results]) if (r.command !== 'SELECT') this.stats.rowsApplied += r.rowCount ?? 0;
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
@@ -269,9 +278,25 @@ export class BatchWriter {
     for (const state of pending) await this.run(state, 'upsert', context);
     for (const state of pending) {
       if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
-      await this.client.query(state.statements.clear);
+      await this.client.query(this.clearSql(state, false));
       this.reset(state);
     }
+  }
+
+  /** Empties a table's staging after its slice is applied (`stageOnly`: the direct path left the last-change table empty). */
+  private clearSql(state: TableState, stageOnly: boolean): string {
+    const few = state.staged <= CLEAR_BY_DELETE_ROWS;
+    if (few) this.deleted += state.staged;
+    const c = state.statements.clear;
+    return stageOnly ? (few ? c.fewStage : c.manyStage) : (few ? c.few : c.many);
+  }
+
+  /** Deleted staging rows leave dead space that only VACUUM makes reusable (temp tables have no autovacuum). */
+  private async vacuumIfDue(): Promise<void> {
+    if (this.deleted < VACUUM_AFTER_ROWS || this.inTransaction) return;
+    this.deleted = 0;
+    const created = [...this.tables.values()].filter((s) => s.created);
+    if (created.length > 0) await this.client.query(created.map((s) => s.statements.vacuum).join('; '));
   }
 
   private reset(state: TableState): void {
@@ -288,7 +313,7 @@ export class BatchWriter {
    * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
    * key skips the reduction and reads its stage directly.
    */
-  private batchSql(pending: readonly TableState[], final: boolean): string {
+  private batchSql(pending: readonly TableState[], clear: boolean): string {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
     for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
@@ -301,7 +326,7 @@ export class BatchWriter {
     for (const state of pending) {
       const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
       if (forget) statements.push(forget);
-      if (!final) statements.push(direct(state) ? `DELETE FROM ${stageTableName(state.table.apply)}` : state.statements.clear);
+      if (clear) statements.push(this.clearSql(state, direct(state) !== undefined));
     }
     return statements.join(';\n');
   }
@@ -329,6 +354,7 @@ export class BatchWriter {
 
   /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
   async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
+    await this.settle();
     if (targets.length === 0) return;
     await this.ensureBegun();
     await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
@@ -344,7 +370,7 @@ export class BatchWriter {
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted)) return this.commitSmall(pending, checkpoint);
     await this.ensureBegun();
-    await this.applyStaged(checkpoint, { final: true });
+    await this.applyStaged(checkpoint);
     return this.commitTail(checkpoint, []);
   }
 
@@ -357,6 +383,7 @@ export class BatchWriter {
       'COMMIT',
       'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult<CommitPosition>[];
     this.finish();
+    await this.vacuumIfDue();
     return results[results.length - 1]!.rows[0]!;
   }
 
@@ -406,12 +433,14 @@ export class BatchWriter {
 
   /** Commits the open transaction with no checkpoint (the initial copy records its own). */
   async commitPlain(): Promise<void> {
+    await this.settle();
     await this.ensureBegun();
     await this.client.query('COMMIT');
     this.finish();
   }
 
   async rollback(): Promise<void> {
+    await this.settle().catch(() => {});
     if (!this.inTransaction) return;
     if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
     this.finish();
@@ -432,7 +461,7 @@ export class BatchWriter {
 
   /** Copies every table's rows held in memory into its stage. */
   async copyAll(): Promise<void> {
-    for (const state of this.tables.values()) if (state.rows.rows > 0) await this.copyOut(state);
+    for (const state of this.tables.values()) if (state.rows.rows > 0) await this.copyOut(state, { background: true });
   }
 
   /** Removes every change staged with sequence number `from` or later (an aborted subtransaction's). */
@@ -446,6 +475,7 @@ export class BatchWriter {
 
   /** Drops the staging tables (a streamed transaction's, applied or aborted). */
   async drop(): Promise<void> {
+    await this.settle().catch(() => {});
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();
       state.staged = 0;
@@ -462,14 +492,33 @@ export class BatchWriter {
     state.created = true;
   }
 
-  private async copyOut(state: TableState): Promise<void> {
+  /**
+   * COPYs a table's rows held in memory into its stage. `background`: returns once the COPY has
+   * started, so the caller builds the next rows while the target reads these; at most one COPY
+   * runs at a time (memory stays bounded), and the client's queue keeps every later statement
+   * after it. Its failure surfaces at the next settle().
+   */
+  private async copyOut(state: TableState, options: { background?: boolean } = {}): Promise<void> {
     await this.ensureBegun();
     await this.ensureCreated(state);
-    if (state.rows.rows === 0) return;
-    const data = state.rows.takeBlocks();
-    const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
-    const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
-    await pipeline(Readable.from(data), sink);
+    if (state.rows.rows > 0) {
+      const data = state.rows.takeBlocks();
+      await this.settle();
+      const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
+      const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
+      const running = pipeline(Readable.from(data), sink);
+      running.catch(() => {});
+      this.inflight = running;
+    }
+    if (!options.background) await this.settle();
+  }
+
+  /** Waits for the COPY running in the background, if any; throws its error. */
+  private async settle(): Promise<void> {
+    const running = this.inflight;
+    if (running === undefined) return;
+    this.inflight = undefined;
+    await running;
   }
 
   private async run(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {

@@ -158,7 +158,7 @@ export class StreamedTransactions {
     if (!tx) return;
     for (const segment of tx.segments) {
       for (const part of segment.parts.values()) if (!include(part.key)) segment.writer.forget(part.id);
-      await segment.writer.applyStaged(context, { final: true });
+      await segment.writer.applyStaged(context, { dropping: true });
       for (const op of segment.ops) {
         if (op.kind === 'move') {
           if (include(op.key)) await segment.writer.moveKey(op.id, op.oldValues, op.newValues);

@@ -323,7 +323,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         t = {
           key: tableKey(r.resolved.table.source), shapeId: r.id,
           define: (id) => ({
-            apply: { ...buildApplyTable(id, r.resolved, relation.columns.map((c) => c.name)), preserve: true },
+            apply: buildApplyTable(id, r.resolved, relation.columns.map((c) => c.name)),
             tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
           }),
         };
