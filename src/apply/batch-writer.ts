@@ -296,7 +296,7 @@ export class BatchWriter {
     if (this.deleted < VACUUM_AFTER_ROWS || this.inTransaction) return;
     this.deleted = 0;
     const created = [...this.tables.values()].filter((s) => s.created);
-    if (created.length > 0) await this.client.query(created.map((s) => s.statements.vacuum).join('; '));
+    if (created.length > 0) await this.client.query(`VACUUM ${created.map((s) => s.statements.tables).join(', ')}`);
   }
 
   private reset(state: TableState): void {

@@ -72,8 +72,8 @@ export interface ApplyStatements {
    * `vacuum` now and then), TRUNCATE for many (a new file, and a catalog write, per table).
    */
   readonly clear: { readonly few: string; readonly many: string; readonly fewStage: string; readonly manyStage: string };
-  /** Reclaims the space of deleted staging rows (outside a transaction). */
-  readonly vacuum: string;
+  /** The staging tables, for one VACUUM of all (VACUUM runs outside any transaction block, alone in its query). */
+  readonly tables: string;
   /** Drops both temp tables (a streamed transaction's, once applied or aborted). */
   readonly drop: string;
   /** Removes staged changes from sequence number $1 on (a streamed subtransaction that aborted). */
@@ -208,7 +208,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
     clear: { few: `DELETE FROM ${stage}; DELETE FROM ${last}`, many: `TRUNCATE ${stage}, ${last}`, fewStage: `DELETE FROM ${stage}`, manyStage: `TRUNCATE ${stage}` },
-    vacuum: `VACUUM ${stage}, ${last}`,
+    tables: `${stage}, ${last}`,
     drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
     ...(direct ? { direct } : {}),
     discardFrom: `DELETE FROM ${stage} WHERE ${quoteIdent(SEQ)} >= $1`,
