@@ -93,6 +93,8 @@ export class BatchWriter {
   private inflight: Promise<void> | undefined;
   /** Staging rows removed by DELETE since the last VACUUM. */
   private deleted = 0;
+  /** Another session's commit this writer's writes to target tables wait for (see after()). */
+  private barrier: Promise<unknown> | undefined;
   private prepared = false;
   private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
   readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
@@ -110,6 +112,27 @@ export class BatchWriter {
     this.client = client;
     this.syncName = syncName;
     this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
+  }
+
+  /**
+   * The batch about to be staged here writes target tables only once `previous` (the commit of
+   * the batch before it, running in another session) is done: two sessions never write the same
+   * rows at once, so they cannot deadlock, and a later change never lands before an earlier one.
+   */
+  after(previous: Promise<unknown>): void {
+    this.barrier = previous;
+  }
+
+  private async passBarrier(): Promise<void> {
+    const barrier = this.barrier;
+    if (barrier === undefined) return;
+    this.barrier = undefined;
+    await barrier;
+  }
+
+  /** The target session this writer's batches run in. */
+  get session(): pg.Client {
+    return this.client;
   }
 
   /** The sequence number of the last change staged. */
@@ -208,6 +231,7 @@ export class BatchWriter {
   async moveKey(id: string, oldValues: readonly (Buffer | null)[], newValues: readonly (Buffer | null)[]): Promise<void> {
     const state = this.tables.get(id)!;
     if (!state.statements.moveKey) return;
+    await this.passBarrier();
     await this.ensureBegun();
     await this.applyStaged(this.context);
     const text = (values: readonly (Buffer | null)[]) => values.map((v) => (v === null ? null : v.toString('utf8')));
@@ -244,6 +268,7 @@ export class BatchWriter {
    */
   async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { dropping?: boolean } = {}): Promise<void> {
     await this.settle();
+    await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     this.pendingRows = 0;
     if (pending.length === 0) return;
@@ -355,6 +380,7 @@ export class BatchWriter {
   /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
   async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
     await this.settle();
+    await this.passBarrier();
     if (targets.length === 0) return;
     await this.ensureBegun();
     await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
@@ -367,6 +393,7 @@ export class BatchWriter {
    * past it, the commit survives a crash of the target too) and its flush position then.
    */
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
+    await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted)) return this.commitSmall(pending, checkpoint);
     await this.ensureBegun();

@@ -45,14 +45,15 @@ const bytes = (values: readonly (string | null)[] | null) => (values ?? []).map(
 
 export class HeldChanges {
   private pending: Pending[] = [];
-  private readonly client: pg.Client;
+  /** The session of the batch being staged (the worker alternates two). */
+  private readonly session: () => pg.Client;
   private readonly syncName: string;
 
   private readonly beforeWrite: () => Promise<void>;
 
   /** `beforeWrite` runs before held rows are written (the batch's deferred BEGIN). */
-  constructor(client: pg.Client, syncName: string, beforeWrite: () => Promise<void> = async () => {}) {
-    this.client = client;
+  constructor(session: () => pg.Client, syncName: string, beforeWrite: () => Promise<void> = async () => {}) {
+    this.session = session;
     this.syncName = syncName;
     this.beforeWrite = beforeWrite;
   }
@@ -72,7 +73,7 @@ export class HeldChanges {
     await this.beforeWrite();
     const rows = this.pending;
     this.pending = [];
-    await this.client.query(
+    await this.session().query(
       `INSERT INTO syncctl.held_changes (sync_name, table_name, commit_lsn, op, unchanged, columns, vals, old_vals)
        SELECT $1, r.t, r.l::pg_lsn, r.o::"char", r.u, r.c, r.v, r.ov
          FROM jsonb_to_recordset($2::jsonb) AS r(t text, l text, o text, u int2[], c text[], v text[], ov text[])`,
@@ -92,7 +93,7 @@ export class HeldChanges {
     let after = 0n;
     let count = 0;
     for (;;) {
-      const { rows } = await this.client.query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null; old_vals: (string | null)[] | null }>(
+      const { rows } = await this.session().query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null; old_vals: (string | null)[] | null }>(
         `SELECT h.seq::text AS position, h.op, h.unchanged, h.columns, h.vals, h.old_vals FROM syncctl.held_changes AS h
           WHERE h.sync_name = $1 AND h.table_name = $2 AND h.seq > $3 AND h.commit_lsn >= $4::pg_lsn ORDER BY h.seq LIMIT ${PAGE_ROWS}`,
         [this.syncName, table, String(after), formatLsn(snapshotLsn)]);
@@ -103,7 +104,7 @@ export class HeldChanges {
       if (rows.length < PAGE_ROWS) break;
       after = BigInt(rows[rows.length - 1]!.position);
     }
-    await this.client.query('DELETE FROM syncctl.held_changes WHERE sync_name = $1 AND table_name = $2', [this.syncName, table]);
+    await this.session().query('DELETE FROM syncctl.held_changes WHERE sync_name = $1 AND table_name = $2', [this.syncName, table]);
     return count;
   }
 }

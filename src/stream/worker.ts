@@ -90,6 +90,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
   const { sync, logger } = options;
   const source = await connect('source', sync.sourceUrl, 'syncctl run');
   let target: Connection | undefined;
+  let second: Connection | undefined;
   let stream: ReplicationStream | undefined;
   // SIGTERM inside a source transaction lets it reach its commit (for 10 s at most); outside one,
   // reading stops at once. The connection stays open until the batch held is committed and
@@ -125,10 +126,18 @@ async function runSession(options: WorkerOptions): Promise<void> {
     if (options.signal?.aborted) return;
     logger.info({ sync: sync.name, from: formatLsn(applied), protoVersion: protocol.version, streaming: protocol.streaming }, 'streaming');
 
-    const writer = new BatchWriter(target.client, sync.name);
-    await writer.prepare();
+    // Two target sessions: the next batch is staged on one while the last one commits on the
+    // other (their commits stay in order). Streamed transactions stage on the primary and are
+    // applied there.
+    second = await connect('target', sync.targetUrl, 'syncctl run');
+    const primary = new BatchWriter(target.client, sync.name);
+    const secondary = new BatchWriter(second.client, sync.name);
+    await primary.prepare();
+    await secondary.prepare();
+    const writers = [primary, secondary];
+    let writer = primary;
     // Held changes are written inside the batch's transaction: its deferred BEGIN goes first.
-    const held = new HeldChanges(target.client, sync.name, () => writer.ensureBegun());
+    const held = new HeldChanges(() => writer.session, sync.name, () => writer.ensureBegun());
     let heldCheckedAt = 0;
     const streamed = new StreamedTransactions(target.client, sync.name);
     /** The transaction whose stream block is being read, if any. */
@@ -165,19 +174,60 @@ async function runSession(options: WorkerOptions): Promise<void> {
     };
     const flushTimer = setInterval(() => void confirmDurable().catch(() => {}), 200);
     stopFlushTimer = () => clearInterval(flushTimer);
+    // The commit in flight (at most one), and the first commit that failed: nothing commits after it.
+    let inflight: Promise<void> = Promise.resolve();
+    let committing = 0;
+    let failed: unknown;
+    /** Waits until every batch handed to commit() has committed; throws if one failed. */
+    const drain = async () => {
+      await inflight;
+      if (failed !== undefined) throw failed;
+    };
+    /**
+     * Commits the batch: its commit runs on its session while the next batch is staged on the
+     * other one. Returns once that other session is free (its previous commit is done).
+     */
     const commit = async () => {
       if (!lastCommit) return;
       await held.flush();
-      const position = await writer.commit({ lsn: formatLsn(lastCommit.lsn), commitTime: lastCommit.time });
-      applied = lastCommit.lsn;
-      unflushed.push({ source: applied, target: parseLsn(position.lsn) });
-      await confirmDurable(parseLsn(position.flushed));
-      options.onCommit?.({ lsn: formatLsn(applied), transactions, changes: staged });
-      logger.debug({ lsn: formatLsn(applied), transactions, changes: staged }, 'committed');
+      const w = writer;
+      const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged };
       staged = 0;
       transactions = 0;
       lastCommit = undefined;
       batchStarted = undefined;
+      const previous = inflight;
+      committing++;
+      inflight = (async () => {
+        await previous;
+        if (failed !== undefined) return;
+        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time });
+        applied = batch.lsn;
+        unflushed.push({ source: batch.lsn, target: parseLsn(position.lsn) });
+        await confirmDurable(parseLsn(position.flushed));
+        options.onCommit?.({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes });
+        logger.debug({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes }, 'committed');
+      })().catch((error: unknown) => {
+        failed ??= error;
+        stream?.interrupt();
+      }).finally(() => {
+        committing--;
+      });
+      await previous;
+      if (failed !== undefined) throw failed;
+      writer = w === primary ? secondary : primary;
+      writer.after(inflight);
+    };
+    /** Everything committed, and the primary session current (streamed transactions are staged there). */
+    const toPrimary = async () => {
+      await commit();
+      await drain();
+      if (writer !== primary && writer.open) {
+        lastCommit = { lsn: applied, time: null };
+        await commit();
+        await drain();
+      }
+      writer = primary;
     };
     const onRelation = async (m: RelationMessage) => {
       const r = routes.get(`${m.schema}.${m.name}`);
@@ -201,7 +251,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         // Pause this table alone, in the batch's transaction: the other tables go on.
         r.state = 'paused';
         await writer.begin();
-        await target!.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+        await writer.session.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
           [sync.name, r.resolved.table.name, broken]);
         logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
         return;
@@ -216,10 +266,12 @@ async function runSession(options: WorkerOptions): Promise<void> {
       if (sameShape) return;
       if (r.id !== '' && writer.open) await writer.applyStaged(context());
       r.id = `${m.relationId}_${++version}`;
-      writer.register({
-        apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
-        tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
-      });
+      for (const w of writers) {
+        w.register({
+          apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
+          tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
+        });
+      }
     };
 
     /** Relations announced that are not in the loaded spec: a change of theirs makes the worker read the spec again. */
@@ -271,6 +323,8 @@ async function runSession(options: WorkerOptions): Promise<void> {
 
     /** Replays a table's held changes into the open batch, then applies the batch so far (before the table's next change is staged). */
     const replayHeld = async (r: Route) => {
+      // Changes held by the batch committing in the other session must be visible here first.
+      await drain();
       await writer.begin();
       await held.flush();
       let current: { columns: string; id: string } | undefined;
@@ -342,6 +396,8 @@ async function runSession(options: WorkerOptions): Promise<void> {
     }
     const commitReplayed = async () => {
       if (!writer.open || lastCommit) return;
+      // The checkpoint stays where the last commit put it: wait until that one is done.
+      await drain();
       lastCommit = { lsn: applied, time: null };
       await commit();
     };
@@ -361,7 +417,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         // With nothing received left uncommitted or unflushed, every transaction the server
         // committed before walEnd has been sent and applied, or had nothing for this sync:
         // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
-        if (!inTransaction && !lastCommit && unflushed.length === 0 && !writer.open) stream.confirm(walEnd);
+        if (!inTransaction && !lastCommit && committing === 0 && unflushed.length === 0 && !writer.open) stream.confirm(walEnd);
         if (options.signal?.aborted && !inTransaction) break;
         continue;
       }
@@ -375,7 +431,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           skipping = m.finalLsn < applied;
           inTransaction = true;
           if (!skipping) {
-            await writer.begin({ lazy: true });
+            if (!writer.open) await writer.begin({ lazy: true });
             writer.setContext(context());
           }
           break;
@@ -386,7 +442,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
         case 'update':
         case 'delete': {
           const xid = streamXid;
-          const r = xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
+          // The usual case without a promise: a streaming table of a transaction not skipped.
+          const known = xid === undefined && !skipping ? byRelation.get(m.relationId) : undefined;
+          const r = known !== undefined && known.state === 'streaming' && finalLsn >= known.snapshotLsn ? known
+            : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
           if (!r) break;
           // A table still being copied: its changes are held until the copy is done.
           const holding = xid === undefined && r.state !== 'streaming';
@@ -395,8 +454,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
             if (holding) return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: columns(), values });
             return xid === undefined ? writer.stage(r.id, op, unchanged, values) : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values);
           };
+          // stage() returns a promise only when it had to write: awaiting undefined costs a tick per change.
           if (m.tag === 'insert') {
-            await stage('W', null, m.newTuple as (Buffer | null)[]);
+            const p = stage('W', null, m.newTuple as (Buffer | null)[]);
+            if (p) await p;
           } else if (m.tag === 'update') {
             // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
             // unless the new row, staged after it, writes the same key again.
@@ -408,10 +469,15 @@ async function runSession(options: WorkerOptions): Promise<void> {
               else if (xid === undefined) await writer.moveKey(r.id, withoutUnchanged(m.oldTuple!), values);
               else streamed.moveKey(xid, m.xid, streamedTable(r), withoutUnchanged(m.oldTuple!), values);
             }
-            if (m.oldTuple) await stage('D', null, withoutUnchanged(m.oldTuple));
-            await stage('W', unchanged, values);
+            if (m.oldTuple) {
+              const p = stage('D', null, withoutUnchanged(m.oldTuple));
+              if (p) await p;
+            }
+            const p = stage('W', unchanged, values);
+            if (p) await p;
           } else {
-            await stage('D', null, withoutUnchanged(m.oldTuple));
+            const p = stage('D', null, withoutUnchanged(m.oldTuple));
+            if (p) await p;
           }
           if (xid === undefined) staged++;
           break;
@@ -455,6 +521,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           }
           finalLsn = m.commitLsn;
           commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          await toPrimary();
           // A table still being copied: a streamed transaction is not held, it waits for the copy
           // (its held changes are replayed first). What the batch holds is committed before waiting.
           const keys = [...streamed.tables(m.xid)];
@@ -504,8 +571,10 @@ async function runSession(options: WorkerOptions): Promise<void> {
     if (inTransaction) {
       held.discard();
       await writer.rollback();
+    } else {
+      await commit();
     }
-    else await commit();
+    await drain();
     // Leave with everything committed also confirmed: the WAL writer flushes within a moment.
     for (let i = 0; i < 50 && unflushed.length > 0; i++) {
       await confirmDurable();
@@ -522,6 +591,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
     options.signal?.removeEventListener('abort', onAbort);
     await stream?.close();
     await target?.close();
+    await second?.close();
     await source.close();
   }
 }
