@@ -521,13 +521,14 @@ async function runSession(options: WorkerOptions): Promise<void> {
           }
           finalLsn = m.commitLsn;
           commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          // Everything before it is committed (so nothing is held open while it waits below), and
+          // its staging lives in the primary session, where it is applied.
           await toPrimary();
           // A table still being copied: a streamed transaction is not held, it waits for the copy
-          // (its held changes are replayed first). What the batch holds is committed before waiting.
+          // (its held changes are replayed first).
           const keys = [...streamed.tables(m.xid)];
           const copying = () => keys.map(routeByKey).filter((r) => r.state !== 'streaming' && r.state !== 'paused');
           if (copying().length > 0) {
-            await commit();
             logger.info({ tables: copying().map((r) => r.resolved.table.name) }, 'a streamed transaction waits for the copy of tables it changed');
             for (;;) {
               await refreshHeld(true);
