@@ -73,10 +73,6 @@ export interface CommitPosition {
   readonly flushed: string;
 }
 
-export interface BatchStats {
-  rowsApplied: number;
-  rowsParked: number;
-}
 
 export class BatchWriter {
   private readonly tables = new Map<string, TableState>();
@@ -97,7 +93,6 @@ export class BatchWriter {
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
   private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
-  readonly stats: BatchStats = { rowsApplied: 0, rowsParked: 0 };
 
   private readonly client: pg.Client;
   private readonly syncName: string;
@@ -205,7 +200,8 @@ export class BatchWriter {
     state.rows.addRow(row);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
-    if (this.small) {
+    // A stage-only writer (a streamed transaction's) never commits in one round trip: no literals.
+    if (this.small && this.applyEveryRows !== Infinity) {
       let literal = `(${row[0]},'${op}',${unchanged === null ? 'NULL' : `'${row[2]}'`}`;
       for (const v of values) literal += v === null ? ',NULL' : `,'${v.toString('utf8').replaceAll("'", "''")}'`;
       literal += ')';
@@ -280,8 +276,7 @@ export class BatchWriter {
     if (!pending.some((s) => s.toasted)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        const results = await this.client.query(this.batchSql(pending, !options.dropping)) as unknown as pg.QueryResult[] | pg.QueryResult;
-        for (const r of Array.isArray(results) ? results : [results]) if (r.command !== 'SELECT') this.stats.rowsApplied += r.rowCount ?? 0;
+        await this.client.query(this.batchSql(pending, !options.dropping));
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
         return;
@@ -368,8 +363,7 @@ export class BatchWriter {
       }
       return;
     }
-    const parked = await this.client.query(incomputable.park, [this.syncName, state.table.tableName, context.lsn, context.commitTime]);
-    this.stats.rowsParked += parked.rowCount ?? 0;
+    await this.client.query(incomputable.park, [this.syncName, state.table.tableName, context.lsn, context.commitTime]);
   }
 
   async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
@@ -553,12 +547,10 @@ export class BatchWriter {
     await this.client.query('SAVEPOINT syncctl_table');
     try {
       if (phase === 'delete') {
-        const r = await this.client.query(s.deleteRows);
-        this.stats.rowsApplied += r.rowCount ?? 0;
+        await this.client.query(s.deleteRows);
       } else {
-        const a = await this.client.query(s.upsertRows);
-        const b = await this.client.query(s.updateToasted);
-        this.stats.rowsApplied += (a.rowCount ?? 0) + (b.rowCount ?? 0);
+        await this.client.query(s.upsertRows);
+        await this.client.query(s.updateToasted);
       }
       await this.client.query('RELEASE SAVEPOINT syncctl_table');
     } catch {
@@ -578,10 +570,10 @@ export class BatchWriter {
       await this.client.query('SAVEPOINT syncctl_row');
       try {
         if (phase === 'delete') {
-          this.stats.rowsApplied += (await this.client.query(s.perRow.deleteRows, [ctid])).rowCount ?? 0;
+          await this.client.query(s.perRow.deleteRows, [ctid]);
         } else {
-          this.stats.rowsApplied += (await this.client.query(s.perRow.upsertRows, [ctid])).rowCount ?? 0;
-          this.stats.rowsApplied += (await this.client.query(s.perRow.updateToasted, [ctid])).rowCount ?? 0;
+          await this.client.query(s.perRow.upsertRows, [ctid]);
+          await this.client.query(s.perRow.updateToasted, [ctid]);
         }
         await this.client.query('RELEASE SAVEPOINT syncctl_row');
       } catch (error) {
@@ -598,7 +590,6 @@ export class BatchWriter {
           `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason)
            VALUES ($1, $2, 'apply_error', $3, $4, $5::pg_lsn, $6::timestamptz, 'source-wins', 'pending', $7)`,
           [this.syncName, state.table.tableName, JSON.stringify(key), JSON.stringify(row), context.lsn, context.commitTime, reason]);
-        this.stats.rowsParked++;
       }
     }
   }
