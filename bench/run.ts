@@ -73,6 +73,10 @@ const SERVER_SETTINGS: Record<string, string | number> = {
   autovacuum: 'off',
   max_replication_slots: 10,
   max_wal_senders: 10,
+  // Diagnostics only (e.g. log_min_duration_statement=200): BENCH_SERVER_SETTINGS="name=value,name=value",
+  // applied to both servers and printed with the others.
+  ...Object.fromEntries((process.env['BENCH_SERVER_SETTINGS'] ?? '').split(',').filter((kv) => kv.includes('='))
+    .map((kv) => [kv.slice(0, kv.indexOf('=')).trim(), kv.slice(kv.indexOf('=') + 1).trim()])),
 };
 
 // ------------------------------------------------------------------------------------------

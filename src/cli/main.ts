@@ -26,7 +26,10 @@ export async function main(args: string[]): Promise<number> {
     .help()
     .version(false)
     .fail((message, error) => {
-      throw error ?? new UsageError(message);
+      // yargs reports its own validation failures as YError, and a .check() that returns a
+      // message as that message (a string in place of the error).
+      const own = (error as unknown) === undefined || typeof (error as unknown) === 'string' || error.name === 'YError';
+      throw own ? new UsageError(message ?? String(error)) : error;
     });
   planCommand(cli);
   applyCommand(cli);

@@ -13,6 +13,11 @@ export function runCommand(yargs: Argv) {
       .option('sync', { type: 'string', describe: 'run only this sync (by name)' })
       .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
       .option('batch-ms', { type: 'number', default: 10, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
+      .option('decoding-work-mem', { type: 'number', default: 8192, describe: 'kB: logical_decoding_work_mem for the worker\'s walsender (lowered, never raised); a larger source transaction streams while it runs' })
+      .check((argv) => {
+        const kb = argv['decoding-work-mem'];
+        return Number.isInteger(kb) && kb >= 64 ? true : `--decoding-work-mem must be a whole number of kB, at least 64 (Postgres's minimum); got ${String(kb)}`;
+      })
       .example('$0 run specs/', 'stream every sync in specs/'),
     async (argv) => {
       const logger = createLogger();
@@ -27,6 +32,7 @@ export function runCommand(yargs: Argv) {
       process.once('SIGINT', () => stop('SIGINT'));
       await Promise.all(syncs.map((sync) => runWorker({
         sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'], batchMs: argv['batch-ms'],
+        decodingWorkMemKb: argv['decoding-work-mem'],
         reload: async () => (await loadSpecs(argv.specs, process.env, { fresh: true })).find((s) => s.name === sync.name),
       }).catch((error: unknown) => {
         controller.abort();

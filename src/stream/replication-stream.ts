@@ -38,6 +38,13 @@ export interface ReplicationOptions {
   /** Stream in-progress transactions (protocol 2 and later). */
   readonly streaming?: boolean;
   readonly messages?: boolean;
+  /**
+   * Caps logical_decoding_work_mem (kB) for this connection's walsender, never raising the
+   * server's own value. A transaction that outgrows it is streamed while it runs (with
+   * `streaming`) instead of being sent whole after its commit: the smaller it is, the less is
+   * left to send and stage once the commit arrives.
+   */
+  readonly decodingWorkMemKb?: number;
 }
 
 export class ReplicationStream {
@@ -73,6 +80,11 @@ export class ReplicationStream {
     } catch (error) {
       throw new SyncctlError('CONNECTION_FAILED', `cannot open a replication connection to ${describeConnection(connectionString)}: ` +
         redactSecrets(error instanceof Error ? error.message : String(error), secret ? [secret] : []));
+    }
+    if (options.decodingWorkMemKb !== undefined) {
+      // A logical walsender also runs plain SQL; the setting is read by its decoder as it goes.
+      await client.query(`SELECT set_config('logical_decoding_work_mem', ${quoteLiteral(`${Math.floor(options.decodingWorkMemKb)}kB`)}, false) ` +
+        `FROM pg_settings WHERE name = 'logical_decoding_work_mem' AND setting::bigint > ${Math.floor(options.decodingWorkMemKb)}`);
     }
     const pluginOptions = [
       `proto_version ${quoteLiteral(String(options.protoVersion ?? 1))}`,
