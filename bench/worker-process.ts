@@ -68,7 +68,11 @@ export class WorkerProcess {
   static start(specDir: string, env: Record<string, string>, logFile: string): WorkerProcess {
     // Run as a user runs it: the executable, whose shebang passes its V8 settings to node.
     const child = track(spawn(SYNCCTL_BIN, ['run', specDir], {
-      env: { ...process.env, ...env, SYNCCTL_LOG_FORMAT: 'json', SYNCCTL_LOG_LEVEL: process.env['BENCH_WORKER_LOG_LEVEL'] ?? 'info' },
+      env: {
+        ...process.env, ...env, SYNCCTL_LOG_FORMAT: 'json', SYNCCTL_LOG_LEVEL: process.env['BENCH_WORKER_LOG_LEVEL'] ?? 'info',
+        // Diagnostics only, e.g. BENCH_WORKER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+        ...(process.env['BENCH_WORKER_NODE_OPTIONS'] ? { NODE_OPTIONS: process.env['BENCH_WORKER_NODE_OPTIONS'] } : {}),
+      },
       stdio: ['ignore', 'ignore', 'pipe'],
     }));
     return new WorkerProcess(child, logFile);

@@ -5,6 +5,7 @@
  * caller says it has committed in the target.
  */
 import { createRequire } from 'node:module';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import { SyncctlError } from '../errors.ts';
@@ -17,6 +18,9 @@ const copyBoth = (createRequire(import.meta.url)('pg-copy-streams') as { both(te
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
 const FEEDBACK_INTERVAL_MS = 5_000;
+/** Frames handed out between two turns of the event loop (see messages()). */
+const YIELD_EVERY_FRAMES = 256;
+
 /** Put at the head of the read queue by interrupt(). */
 const INTERRUPT = Buffer.alloc(0);
 
@@ -113,8 +117,16 @@ export class ReplicationStream {
     // Iterated by hand: leaving a for-await loop early would destroy the duplex (and with it the
     // last confirm). interrupt() puts a sentinel at the head of the read queue instead.
     const iterator = (this.duplex as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    let sinceYield = 0;
     for (;;) {
       if (this.interrupted) return;
+      // Frames already buffered are handed out without returning to the event loop: while
+      // draining a backlog that would starve every other socket (the target sessions' replies,
+      // COPY data going out) for as long as the buffer stays full. Let I/O in now and then.
+      if (++sinceYield >= YIELD_EVERY_FRAMES) {
+        sinceYield = 0;
+        await yieldToEventLoop();
+      }
       const next = await iterator.next();
       if (next.done) break;
       const chunk = next.value;
