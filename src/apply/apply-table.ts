@@ -21,7 +21,7 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
 }
 
 /** Each target key column a bare reference to one staged source column: repeated keys are visible while staging. */
-function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): { keySources?: string[] } {
+function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): { keySources?: string[]; exactKeys?: boolean } {
   const sources: string[] = [];
   for (const key of resolved.key) {
     const column = resolved.table.columns.find((c) => c.target === key);
@@ -31,8 +31,15 @@ function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): 
     if (bare !== reads[0] && bare !== quoteIdent(reads[0]!)) return {};
     sources.push(reads[0]!);
   }
-  return { keySources: sources };
+  // Integers and uuid compare by identity: two distinct staged keys of the target's own type are two target keys.
+  const exact = sources.every((source, i) => {
+    const type = resolved.stagingTypes.get(source);
+    return type !== undefined && EXACT_KEY_TYPES.has(type) && resolved.targetFacts.columns.find((c) => c.name === resolved.key[i])?.type === type;
+  });
+  return { keySources: sources, ...(exact ? { exactKeys: true } : {}) };
 }
+
+const EXACT_KEY_TYPES = new Set(['smallint', 'integer', 'bigint', 'uuid']);
 
 /** The source columns a table publishes: its column list, or every column the stream can carry. */
 export function publishedColumns(resolved: ResolvedTable): string[] {

@@ -43,7 +43,13 @@ interface TableState {
   literals: string[];
   /** Some staged change is a delete (else, without a worker filter, the delete statement is left out). */
   deletes: boolean;
+  /** Writes staged in this slice, and how many of them carry a source UPDATE. */
+  writes: number;
+  updates: number;
 }
+
+/** A direct slice with at least this many writes, most of them source UPDATEs, updates before it inserts (see ApplyStatements.direct.updateFirst). */
+const UPDATE_FIRST_ROWS = 10_000;
 
 /** Stage rows in memory up to this many bytes per table before copying them into the target. */
 const STAGE_FLUSH_BYTES = 4 * 1024 * 1024;
@@ -145,6 +151,7 @@ export class BatchWriter {
     this.tables.set(table.apply.id, {
       table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
       keyPositions, keys: keyPositions ? new KeySet() : undefined, repeated: keyPositions === undefined, literals: [], deletes: false,
+      writes: 0, updates: 0,
     });
   }
 
@@ -191,9 +198,10 @@ export class BatchWriter {
 
   /**
    * Stages one change: W writes `values` (the new row), D deletes the row whose key `values`
-   * (the old row) carries. Returns a promise only when the staged bytes had to be copied out.
+   * (the old row) carries; `fromUpdate`: the write is a source UPDATE's new row. Returns a
+   * promise only when the staged bytes had to be copied out.
    */
-  stage(id: string, op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]): Promise<void> | undefined {
+  stage(id: string, op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const state = this.tables.get(id)!;
     const row: (Buffer | string | null)[] = [String(++this.seq), op, unchanged === null ? null : `{${unchanged.join(',')}}`];
     for (const v of values) row.push(v);
@@ -214,6 +222,10 @@ export class BatchWriter {
       state.keys!.clear();
     }
     if (op === 'D') state.deletes = true;
+    else {
+      state.writes++;
+      if (fromUpdate) state.updates++;
+    }
     if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state, { background: true }) : undefined;
   }
@@ -276,7 +288,10 @@ export class BatchWriter {
     if (!pending.some((s) => s.toasted)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        await this.client.query(this.batchSql(pending, !options.dropping));
+        // One table only: its deletes and updates run ahead of the batch, which would break
+        // the foreign-key order between tables (parents' writes first, children's deletes first).
+        const updated = pending.length === 1 && this.updatesFirst(pending[0]!) ? await this.updateExisting(pending[0]!) : undefined;
+        await this.client.query(this.batchSql(pending, !options.dropping, updated));
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
         return;
@@ -323,6 +338,8 @@ export class BatchWriter {
     state.staged = 0;
     state.toasted = false;
     state.deletes = false;
+    state.writes = 0;
+    state.updates = 0;
     if (state.keyPositions) {
       state.keys!.clear();
       state.repeated = false;
@@ -333,16 +350,32 @@ export class BatchWriter {
    * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
    * key skips the reduction and reads its stage directly.
    */
-  private batchSql(pending: readonly TableState[], clear: boolean): string {
+  /** A large direct slice of mostly source UPDATEs: applied by updateExisting(), then batchSql() inserts what it missed. */
+  private updatesFirst(state: TableState): boolean {
+    return !state.repeated && state.statements.direct?.updateFirst !== undefined && state.writes >= UPDATE_FIRST_ROWS && state.updates * 2 >= state.writes;
+  }
+
+  /** Deletes, then updates the target rows that exist; says whether every write was an update, or some still need inserting. */
+  private async updateExisting(state: TableState): Promise<{ table: TableState; complete: boolean }> {
+    const { deleteRows, updateFirst } = state.statements.direct!;
+    if (state.deletes || state.table.apply.workerFilter !== undefined) await this.client.query(deleteRows);
+    const result = await this.client.query(updateFirst!.updateRows);
+    return { table: state, complete: (result.rowCount ?? 0) >= state.writes };
+  }
+
+  private batchSql(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean }): string {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
     for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
     for (const state of [...pending].reverse()) {
       // Nothing to delete: no delete staged, and no row filter that could turn a write into one.
-      if (!state.deletes && state.table.apply.workerFilter === undefined) continue;
+      if (updated?.table === state || (!state.deletes && state.table.apply.workerFilter === undefined)) continue;
       statements.push(direct(state)?.deleteRows ?? state.statements.deleteRows);
     }
-    for (const state of pending) statements.push(direct(state)?.upsertRows ?? state.statements.upsertRows);
+    for (const state of pending) {
+      if (updated?.table !== state) statements.push(direct(state)?.upsertRows ?? state.statements.upsertRows);
+      else if (!updated.complete) statements.push(direct(state)!.updateFirst!.insertMissing);
+    }
     for (const state of pending) {
       const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
       if (forget) statements.push(forget);

@@ -42,6 +42,11 @@ export interface ApplyTable {
   readonly tracked: boolean;
   /** The staged source column each target key column copies unchanged, in key order; absent when some key column is computed. */
   readonly keySources?: readonly string[];
+  /**
+   * With `keySources`: every key column is staged as the target's own type, and one whose
+   * equality is identity (integers, uuid), so distinct staged keys are distinct target keys.
+   */
+  readonly exactKeys?: boolean;
 }
 
 export interface ApplyStatements {
@@ -85,7 +90,18 @@ export interface ApplyStatements {
    * repeated keys while staging; a repeat it cannot see (two source keys cast to one target key)
    * makes the upsert fail, and the batch is applied the careful way.
    */
-  readonly direct?: { readonly deleteRows: string; readonly upsertRows: string; readonly forgetLocalChanges?: string };
+  readonly direct?: {
+    readonly deleteRows: string;
+    readonly upsertRows: string;
+    readonly forgetLocalChanges?: string;
+    /**
+     * A large slice of mostly source UPDATEs (with `exactKeys`, and columns besides the key):
+     * `updateRows` updates the target rows that exist, then, only when it updated fewer rows
+     * than were written, `insertMissing` inserts the others. The upsert locks each conflicting
+     * row before updating it (one more WAL record per row): 1M rows took 10-15 % longer.
+     */
+    readonly updateFirst?: { readonly updateRows: string; readonly insertMissing: string };
+  };
   /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
   readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
 }
@@ -194,7 +210,18 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     ...(table.tracked ? {
       forgetLocalChanges: forget(`(SELECT ${keyOnly.join(', ')} FROM ${stage})`),
     } : {}),
+    ...(table.exactKeys && nonKey.length > 0 ? { updateFirst: updateFirst() } : {}),
   } : undefined;
+
+  function updateFirst(): { updateRows: string; insertMissing: string } {
+    const written = `(SELECT ${mappedColumns.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} = 'W' AND ${keep}) AS s`;
+    return {
+      updateRows: `UPDATE ${target} AS t SET ${nonKey.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
+        `FROM ${written} WHERE ${keyMatch('s')}`,
+      insertMissing: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `s.${c}`).join(', ')} FROM ${written} ` +
+        `WHERE NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${keyMatch('s')}) ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
+    };
+  }
 
   const byCtid = ' AND l.ctid = $1::tid';
   return {

@@ -96,12 +96,12 @@ export class StreamedTransactions {
 
   /** Stages one change of transaction `xid` (made by `subXid`, which is `xid` outside subtransactions). */
   stage(xid: number, subXid: number | undefined, table: StreamedTable, op: 'W' | 'D', unchanged: readonly number[] | null,
-    values: readonly (Buffer | null)[]): Promise<void> | undefined {
+    values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const tx = this.transaction(xid);
     const { segment, index, part } = this.segmentFor(tx, table);
     this.mark(tx, subXid, { segment: index, seq: segment.writer.sequence + 1, ops: segment.ops.length });
     tx.changes++;
-    return segment.writer.stage(part.id, op, unchanged, values);
+    return segment.writer.stage(part.id, op, unchanged, values, fromUpdate);
   }
 
   /** A key change whose new row leaves TOAST values unchanged: the target row moves to the new key between the changes before and after it. */

@@ -465,7 +465,9 @@ async function runSession(options: WorkerOptions): Promise<void> {
           const columns = () => r.relation!.columns.map((c) => c.name);
           const stage = (op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
             if (holding) return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: columns(), values });
-            return xid === undefined ? writer.stage(r.id, op, unchanged, values) : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values);
+            const fromUpdate = m.tag === 'update';
+            return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
+              : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values, fromUpdate);
           };
           // stage() returns a promise only when it had to write: awaiting undefined costs a tick per change.
           if (m.tag === 'insert') {

@@ -66,3 +66,47 @@ test('150 batches, small and large, repeated keys and deletes: the target holds 
   const checkpoint = await dbs().target.query(`SELECT commit_lsn::text AS lsn FROM syncctl.checkpoints`);
   expect(checkpoint.rows).toEqual([{ lsn: `0/${(150).toString(16).toUpperCase()}` }]);
 });
+
+test('a large slice of source UPDATEs updates the rows that exist and inserts only the missing ones', async () => {
+  await dbs().target.query(`
+    CREATE TABLE accounts (id int PRIMARY KEY, v bigint NOT NULL CHECK (v >= 0));
+    INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 12000) g;
+    DELETE FROM accounts WHERE id % 100 = 0;
+    CREATE SEQUENCE inserts_seen;
+    CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('inserts_seen'); RETURN NEW; END $$;
+    CREATE TRIGGER count_insert BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION count_insert()`);
+  const accounts: ApplyTable = { ...items, id: 'accounts', target: { schema: 'public', name: 'accounts' }, exactKeys: true };
+  const writer = new BatchWriter(client, 'w');
+  writer.register({ apply: accounts, tableName: 'accounts', onError: 'park', order: 0 });
+  const b = (n: number) => Buffer.from(String(n));
+  const inserted = async () => (await dbs().target.query<{ n: number }>('SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM inserts_seen')).rows[0]!.n;
+
+  // 12,000 source UPDATEs; 120 of their rows are missing on the target (deleted there).
+  await writer.begin();
+  for (let id = 1; id <= 12_000; id++) await writer.stage('accounts', 'W', null, [b(id), b(id)], true);
+  await writer.commit({ lsn: '0/1000', commitTime: null });
+  let { rows } = await dbs().target.query<{ n: number; sum: string }>('SELECT count(*)::int AS n, sum(v)::text AS sum FROM accounts');
+  expect(rows).toEqual([{ n: 12_000, sum: String(12_000 * 12_001) }]);
+  // The upsert would have fired the BEFORE INSERT trigger for every row, conflicting or not.
+  expect(await inserted()).toBe(120);
+
+  // Every row exists now: no insert at all. Mostly inserts (source INSERTs): the upsert, as before.
+  await writer.begin();
+  for (let id = 1; id <= 12_000; id++) await writer.stage('accounts', 'W', null, [b(id), b(id + 1)], true);
+  await writer.commit({ lsn: '0/2000', commitTime: null });
+  expect(await inserted()).toBe(120);
+  await writer.begin();
+  for (let id = 1; id <= 12_000; id++) await writer.stage('accounts', 'W', null, [b(id), b(id + 2)], false);
+  await writer.commit({ lsn: '0/3000', commitTime: null });
+  expect(await inserted()).toBe(120 + 12_000);
+
+  // A row the target rejects: the batch falls back to the careful path, which parks exactly it.
+  await dbs().target.query('CREATE TABLE syncctl.sync_conflicts (sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text)').catch(() => {});
+  await writer.begin();
+  for (let id = 1; id <= 12_000; id++) await writer.stage('accounts', 'W', null, [b(id), b(id === 777 ? -1 : id + 3)], true);
+  await writer.commit({ lsn: '0/4000', commitTime: null });
+  ({ rows } = await dbs().target.query<{ n: number; sum: string }>('SELECT count(*)::int AS n, sum(v)::text AS sum FROM accounts WHERE id <> 777'));
+  expect(rows).toEqual([{ n: 11_999, sum: String(12_000 * 12_001 + 3 * 2 * 12_000 - (777 * 2 + 6)) }]);
+  const parked = await dbs().target.query(`SELECT key FROM syncctl.sync_conflicts WHERE table_name = 'accounts'`);
+  expect(parked.rows).toEqual([{ key: { id: 777 } }]);
+});

@@ -32,6 +32,23 @@ describe('renderApply', () => {
     expect(s.updateToasted).toContain(`'{3,4}'::int2[]`);
   });
 
+  test('exact keys: the direct path can update the existing rows first, then insert only the missing ones', () => {
+    expect(renderApply(users).direct?.updateFirst).toBeUndefined();
+    const accounts = renderApply({
+      ...users, target: { schema: 'public', name: 'accounts' }, key: ['id'], keySources: ['id'], exactKeys: true,
+      columns: [{ target: 'id', expression: 'id', reads: ['id'] }, { target: 'name', expression: 'upper(first_name)', reads: ['first_name'] }],
+    });
+    expect(accounts.direct?.updateFirst).toEqual({
+      updateRows: `UPDATE "public"."accounts" AS t SET "name" = s."name" FROM (SELECT (id) AS "id", (upper(first_name)) AS "name" ` +
+        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" = 'W' AND coalesce((is_active AND email IS NOT NULL), false)) AS s WHERE t."id" = s."id"`,
+      insertMissing: `INSERT INTO "public"."accounts" AS t ("id", "name") SELECT s."id", s."name" FROM (SELECT (id) AS "id", (upper(first_name)) AS "name" ` +
+        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" = 'W' AND coalesce((is_active AND email IS NOT NULL), false)) AS s ` +
+        `WHERE NOT EXISTS (SELECT 1 FROM "public"."accounts" AS t WHERE t."id" = s."id") ON CONFLICT ("id") DO UPDATE SET "name" = excluded."name"`,
+    });
+    // Only key columns: nothing to update.
+    expect(renderApply({ ...users, key: ['email'], columns: [users.columns[0]!], exactKeys: true }).direct?.updateFirst).toBeUndefined();
+  });
+
   test('a table whose columns are all key columns upserts with DO NOTHING', () => {
     const s = renderApply({ ...users, key: ['email'], columns: [users.columns[0]!], tracked: false });
     expect(s.upsertRows).toMatch(/ON CONFLICT \("email"\) DO NOTHING$/);
