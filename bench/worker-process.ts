@@ -67,7 +67,9 @@ export class WorkerProcess {
 
   static start(specDir: string, env: Record<string, string>, logFile: string): WorkerProcess {
     // Run as a user runs it: the executable, whose shebang passes its V8 settings to node.
-    const child = track(spawn(SYNCCTL_BIN, ['run', specDir], {
+    // Diagnostics only: BENCH_WORKER_ARGS="--batch-ms 5" adds options to every worker.
+    const extra = (process.env['BENCH_WORKER_ARGS'] ?? '').split(/\s+/).filter(Boolean);
+    const child = track(spawn(SYNCCTL_BIN, ['run', specDir, ...extra], {
       env: {
         ...process.env, ...env, SYNCCTL_LOG_FORMAT: 'json', SYNCCTL_LOG_LEVEL: process.env['BENCH_WORKER_LOG_LEVEL'] ?? 'info',
         // Diagnostics only, e.g. BENCH_WORKER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof".

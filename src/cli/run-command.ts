@@ -12,7 +12,7 @@ export function runCommand(yargs: Argv) {
       .positional('specs', { type: 'string', demandOption: true, describe: 'a spec file or a directory of *.sync.ts files' })
       .option('sync', { type: 'string', describe: 'run only this sync (by name)' })
       .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
-      .option('batch-ms', { type: 'number', default: 10, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
+      .option('batch-ms', { type: 'number', default: 5, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
       .option('decoding-work-mem', { type: 'number', default: 8192, describe: 'kB: logical_decoding_work_mem for the worker\'s walsender (lowered, never raised); a larger source transaction streams while it runs' })
       .check((argv) => {
         const kb = argv['decoding-work-mem'];
