@@ -6,10 +6,13 @@
  * The run is recorded in bench/RESULTS.md (its own section per mode); raw samples, CPU accounting
  * and worker logs go to bench/out/<time>-<mode>/.
  *
- * Knobs (env): PG_MAJOR (18), REPS (3), SCALE (10; quick 1), BACKLOG_TX (150000; quick 8000),
- * LIVE_SECONDS (30; quick 10), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
+ * Knobs (env): PG_MAJOR (18), REPS (3), SCALE (10; quick 1), BACKLOG_TX (150000; quick 2000),
+ * LIVE_SECONDS (30; quick 4), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
  * in the first native round), NATIVE_STREAMING (off), ONLY ("a b c d f": scenarios to run),
  * BENCH_PGBIN (directory of pgbench and pg_recvlogical).
+ * Diagnostics (a run with them is not a result to record): BENCH_SERVER_SETTINGS
+ * ("log_min_duration_statement=0,..." on both servers), BENCH_WORKER_ARGS ("--batch-ms 5"),
+ * BENCH_WORKER_NODE_OPTIONS ("--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_WORKER_LOG_LEVEL (info).
  */
 import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
