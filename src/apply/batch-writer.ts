@@ -419,17 +419,6 @@ export class BatchWriter {
    * transaction. Returns the target's WAL position after the commit (once the target has flushed
    * past it, the commit survives a crash of the target too) and its flush position then.
    */
-  /**
-   * Sends the rows staged so far into the batch's temp tables (after its BEGIN) without touching
-   * a target table, so it needs no barrier: the worker calls it before waiting for the previous
-   * batch's commit in the other session, and the COPY overlaps that commit. A small batch keeps
-   * its one-round-trip commit and sends nothing here.
-   */
-  async stageOut(): Promise<void> {
-    if (!this.inTransaction || (this.small && !this.begun)) return;
-    for (const state of this.tables.values()) if (state.staged > 0) await this.copyOut(state);
-  }
-
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
     await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);

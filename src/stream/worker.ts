@@ -213,8 +213,6 @@ async function runSession(options: WorkerOptions): Promise<void> {
       const previous = inflight;
       committing++;
       inflight = (async () => {
-        // Its rows go into the staging tables while the previous batch still commits.
-        await w.stageOut();
         await previous;
         if (failed !== undefined) return;
         const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time });
