@@ -295,9 +295,35 @@ async function scenarioB(b: Bench, c: Contestant): Promise<void> {
   await sameData(b, '(b)', c.name);
 }
 
+/**
+ * Before (c) stops the apply side: the slot's restart point must be past (b)'s 1M-row transaction.
+ * It moves only when the walsender decodes a running-transactions record written after that
+ * transaction and the contestant confirms past it; those records come every 15 s or at a
+ * checkpoint, so without this, whether the restarted walsender decodes (b)'s 441 MB again before
+ * the backlog (about 5 s of its CPU, spilled to disk) was down to timing: measured syncctl drains
+ * of 28 k and 13-14 k tx/s in one run. A CHECKPOINT writes such a record; a marker applied after
+ * it gets it confirmed.
+ */
+async function settleSlot(b: Bench, c: Contestant): Promise<void> {
+  const past = await markerTxn(b);
+  await b.src.exec('CHECKPOINT');
+  const deadline = now() + 30;
+  for (;;) {
+    await waitApplied(b, c, await markerTxn(b));
+    const behind = await b.src.number(`SELECT count(*)::float8 FROM pg_replication_slots WHERE slot_type = 'logical' AND (restart_lsn - '0/0')::float8 < $1`, [past]).catch(() => NaN);
+    if (behind === 0) return;
+    if (now() > deadline) {
+      say(`    c. ${c.name}: the slot's restart point did not pass (b) within 30 s (${behind} slot(s) behind); measuring anyway`);
+      return;
+    }
+    await sleep(200);
+  }
+}
+
 /** (c) backlog of small pgbench transactions written while the apply side is stopped, then drained. */
 async function scenarioC(b: Bench, c: Contestant): Promise<void> {
   await waitApplied(b, c, await markerTxn(b));
+  await settleSlot(b, c);
   await c.pause();
   await b.src.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
   await b.src.exec('TRUNCATE pgbench_history');
@@ -747,7 +773,9 @@ const METHOD = [
     'the COMMIT returning on the source to the target position > X. "apply rows/s" = rows / (caught up − apply start), apply start = xact_start of ' +
     'the contestant\'s apply transaction on the target (native: the logical replication apply worker; syncctl: its `syncctl run` target connection), ' +
     'sampled by the 10 ms poller. sum(abalance) is compared afterwards.',
-  '(c) the apply side is stopped (ALTER SUBSCRIPTION DISABLE / SIGTERM to the worker; the slot keeps the WAL), pgbench tpcb-like writes the backlog ' +
+  '(c) first the slot\'s restart point is moved past (b)\'s big transaction (a CHECKPOINT logs running transactions, a marker applied after it gets that confirmed; ' +
+    'otherwise whether the restarted walsender decodes (b) again depends on when the server last logged them), then ' +
+    'the apply side is stopped (ALTER SUBSCRIPTION DISABLE / SIGTERM to the worker; the slot keeps the WAL), pgbench tpcb-like writes the backlog ' +
     '(-c 4 -j 2 -t N/4), a marker transaction follows, CHECKPOINT both; then ENABLE / spawn the worker process and time until the marker is applied. ' +
     'tx/s = backlog transactions / that time (syncctl includes its process start, spec loading and plan check; the info row excludes them).',
   '(d) pgbench tpcb-like -c 4 -j 2 -T <live> --rate R for both contestants (same R). Lag = time lag computed exactly: the source\'s ' +
