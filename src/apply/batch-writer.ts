@@ -346,10 +346,6 @@ export class BatchWriter {
     }
   }
 
-  /**
-   * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
-   * key skips the reduction and reads its stage directly.
-   */
   /** A large direct slice of mostly source UPDATEs: applied by updateExisting(), then batchSql() inserts what it missed. */
   private updatesFirst(state: TableState): boolean {
     return !state.repeated && state.statements.direct?.updateFirst !== undefined && state.writes >= UPDATE_FIRST_ROWS && state.updates * 2 >= state.writes;
@@ -363,6 +359,11 @@ export class BatchWriter {
     return { table: state, complete: (result.rowCount ?? 0) >= state.writes };
   }
 
+  /**
+   * The whole batch, in the order the step-by-step path runs it. A table whose slice repeats no
+   * key skips the reduction and reads its stage directly; one that `updated` already updated
+   * only inserts what the update missed.
+   */
   private batchSql(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean }): string {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
