@@ -13,10 +13,10 @@ export function runCommand(yargs: Argv) {
       .option('sync', { type: 'string', describe: 'run only this sync (by name)' })
       .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
       .option('batch-ms', { type: 'number', default: 5, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
-      .option('decoding-work-mem', { type: 'number', default: 8192, describe: 'kB: logical_decoding_work_mem for the worker\'s walsender (lowered, never raised); a larger source transaction streams while it runs' })
+      .option('decoding-work-mem', { type: 'number', describe: 'kB (default 8192): logical_decoding_work_mem for the worker\'s walsender (lowered, never raised); a larger source transaction streams while it runs' })
       .check((argv) => {
         const kb = argv['decoding-work-mem'];
-        return Number.isInteger(kb) && kb >= 64 ? true : `--decoding-work-mem must be a whole number of kB, at least 64 (Postgres's minimum); got ${String(kb)}`;
+        return kb === undefined || (Number.isInteger(kb) && kb >= 64) ? true : `--decoding-work-mem must be a whole number of kB, at least 64 (Postgres's minimum); got ${String(kb)}`;
       })
       .example('$0 run specs/', 'stream every sync in specs/'),
     async (argv) => {
