@@ -98,7 +98,8 @@ export interface ApplyStatements {
      * A large slice of mostly source UPDATEs (with `exactKeys`, and columns besides the key):
      * `updateRows` updates the target rows that exist, then, only when it updated fewer rows
      * than were written, `insertMissing` inserts the others. The upsert locks each conflicting
-     * row before updating it (one more WAL record per row): 1M rows took 10-15 % longer.
+     * row before updating it (one more WAL record per row): 1M rows took 10-15 % longer alone,
+     * and the bench's 1M-row apply went from 73-85 k to 86-109 k rows/s with this.
      */
     readonly updateFirst?: { readonly updateRows: string; readonly insertMissing: string };
   };
