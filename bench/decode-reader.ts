@@ -23,7 +23,14 @@ const decoder = new PgoutputDecoder();
 let messages = 0;
 let changes = 0;
 let commits = 0;
-for await (const { walStart, walEnd, message } of stream.messages()) {
+// The worker's way of reading: synchronously while frames are buffered, awaiting only when not.
+for (;;) {
+  const frame = stream.read();
+  if (frame === null) {
+    if (await stream.readable()) continue;
+    break;
+  }
+  const { walStart, walEnd, message } = frame;
   if (message === undefined) {
     if (walEnd >= end) break;
     continue;

@@ -18,11 +18,8 @@ const copyBoth = (createRequire(import.meta.url)('pg-copy-streams') as { both(te
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
 const FEEDBACK_INTERVAL_MS = 5_000;
-/** Frames handed out between two turns of the event loop (see messages()). */
+/** Frames handed out between two turns of the event loop (see read()). */
 const YIELD_EVERY_FRAMES = 256;
-
-/** Put at the head of the read queue by interrupt(). */
-const INTERRUPT = Buffer.alloc(0);
 
 export interface XLogData {
   /** Start of this WAL data. */
@@ -60,8 +57,14 @@ export class ReplicationStream {
   private confirmed: Lsn;
   private timer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
-  /** Set by interrupt(): messages() ends at once, the connection stays open for a last confirm. */
+  /** Set by interrupt(): reading ends at once, the connection stays open for a last confirm. */
   private interrupted = false;
+  /** The duplex ended, closed or failed. */
+  private ended = false;
+  /** Frames handed out since the event loop last had a turn. */
+  private sinceYield = 0;
+  /** Ends the wait in readable(). */
+  private wake: (() => void) | undefined;
 
   private constructor(client: pg.Client, duplex: Duplex & pg.Submittable, start: Lsn) {
     this.client = client;
@@ -69,9 +72,15 @@ export class ReplicationStream {
     this.received = start;
     this.confirmed = start;
     this.done = new Promise<void>((resolve) => {
-      duplex.on('error', (error: Error) => { this.failure = error; resolve(); });
-      duplex.on('end', () => resolve());
-      duplex.on('close', () => resolve());
+      const finish = (error?: Error) => {
+        if (error) this.failure ??= error;
+        this.ended = true;
+        this.wake?.();
+        resolve();
+      };
+      duplex.on('error', finish);
+      duplex.on('end', () => finish());
+      duplex.on('close', () => finish());
     });
   }
 
@@ -110,51 +119,83 @@ export class ReplicationStream {
   }
 
   /**
-   * XLogData frames in order, and keepalives (message undefined), which are answered here and
-   * passed on so that a caller holding a finished batch can commit it. Ends when the stream closes.
+   * The next frame already received: XLogData in order, and keepalives (message undefined), which
+   * are answered here and passed on so that a caller holding a finished batch can commit it.
+   * Null when nothing is buffered, when it is time to let the event loop in, or after interrupt():
+   * then `await readable()`. Read synchronously, without a promise per frame: a backlog drain
+   * hands out hundreds of thousands of frames a second.
    */
-  async *messages(): AsyncGenerator<XLogData> {
-    // Iterated by hand: leaving a for-await loop early would destroy the duplex (and with it the
-    // last confirm). interrupt() puts a sentinel at the head of the read queue instead.
-    const iterator = (this.duplex as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    let sinceYield = 0;
+  read(): XLogData | null {
     for (;;) {
-      if (this.interrupted) return;
       // Frames already buffered are handed out without returning to the event loop: while
       // draining a backlog that would starve every other socket (the target sessions' replies,
       // COPY data going out) for as long as the buffer stays full. Let I/O in now and then.
-      if (++sinceYield >= YIELD_EVERY_FRAMES) {
-        sinceYield = 0;
-        await yieldToEventLoop();
-      }
-      const next = await iterator.next();
-      if (next.done) break;
-      const chunk = next.value;
-      if (chunk === INTERRUPT) return;
+      if (this.interrupted || this.sinceYield >= YIELD_EVERY_FRAMES) return null;
+      const chunk = this.duplex.read() as Buffer | null;
+      if (chunk === null) return null;
+      this.sinceYield++;
       const kind = chunk[0];
       if (kind === 0x77 /* w */) {
         const walStart = chunk.readBigUInt64BE(1);
         const walEnd = chunk.readBigUInt64BE(9);
         if (walStart > this.received) this.received = walStart;
-        yield { walStart, walEnd, message: chunk.subarray(25) };
-      } else if (kind === 0x6b /* k */) {
+        return { walStart, walEnd, message: chunk.subarray(25) };
+      }
+      if (kind === 0x6b /* k */) {
         const walEnd = chunk.readBigUInt64BE(1);
         if (walEnd > this.received) this.received = walEnd;
         if (chunk[17] === 1) this.sendFeedback(false);
-        yield { walStart: walEnd, walEnd, message: undefined };
+        return { walStart: walEnd, walEnd, message: undefined };
       }
     }
-    if (this.failure) throw this.failure;
   }
 
   /**
-   * Ends messages() at once, without waiting for the next frame, and keeps the connection open:
-   * the caller can still commit what it holds, confirm() it, then close().
+   * Waits until read() may have a frame again. False once the stream has ended and everything
+   * received was read, or after interrupt(); throws what ended it if it failed.
+   */
+  async readable(): Promise<boolean> {
+    if (this.interrupted) return false;
+    if (this.sinceYield >= YIELD_EVERY_FRAMES) {
+      this.sinceYield = 0;
+      await yieldToEventLoop();
+      return !this.interrupted;
+    }
+    if (this.duplex.readableLength === 0 && !this.ended) {
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.duplex.off('readable', wake);
+          this.wake = undefined;
+          resolve();
+        };
+        this.wake = wake;
+        this.duplex.on('readable', wake);
+      });
+    }
+    this.sinceYield = 0;
+    if (this.interrupted) return false;
+    if (!this.ended) return true;
+    if (this.failure) throw this.failure;
+    return this.duplex.readableLength > 0 && !this.duplex.destroyed;
+  }
+
+  /** XLogData frames and keepalives in order (see read()), as an async iterator; ends when the stream does. */
+  async *messages(): AsyncGenerator<XLogData> {
+    for (;;) {
+      const frame = this.read();
+      if (frame !== null) yield frame;
+      else if (!(await this.readable())) return;
+    }
+  }
+
+  /**
+   * Ends reading at once (read() returns null, readable() false), without waiting for the next
+   * frame, and keeps the connection open: the caller can still commit what it holds, confirm()
+   * it, then close().
    */
   interrupt(): void {
-    if (this.interrupted) return;
     this.interrupted = true;
-    if (!this.duplex.readableEnded && !this.duplex.destroyed) this.duplex.unshift(INTERRUPT);
+    this.wake?.();
   }
 
   /**

@@ -417,7 +417,13 @@ async function runSession(options: WorkerOptions): Promise<void> {
     };
     await commitReplayed();
 
-    for await (const { message, walEnd } of stream.messages()) {
+    for (;;) {
+      const frame = stream.read();
+      if (frame === null) {
+        if (await stream.readable()) continue;
+        break;
+      }
+      const { message, walEnd } = frame;
       if (message === undefined) {
         // A keepalive (the server sends one after most transactions while we have not confirmed):
         // commit a finished batch only when nothing more is waiting or the batch is old enough,
