@@ -162,10 +162,11 @@ async function runSession(options: WorkerOptions): Promise<void> {
     let version = 0;
     let skipping = false;
     let finalLsn: Lsn = 0n;
-    let commitTime: string | null = null;
+    /** Commit time (Unix ms) of the source transaction being read; null before the first. */
+    let txCommitMs: number | null = null;
     let staged = 0;
     let transactions = 0;
-    let lastCommit: { lsn: Lsn; time: string | null } | undefined;
+    let lastCommit: { lsn: Lsn; time: number | null } | undefined;
     let batchStarted: number | undefined;
     const batchMs = options.batchMs ?? 5;
     let commitMs = 0;
@@ -175,7 +176,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
     // a second only picks the throughput side.
     const window = () => (Date.now() - commitMs > 1_000 ? Math.max(batchMs, BEHIND_BATCH_MS) : batchMs);
 
-    const context = () => ({ lsn: formatLsn(finalLsn), commitTime });
+    const context = () => new SourceContext(finalLsn, txCommitMs);
     // Commits whose target WAL is not flushed yet: their source positions are confirmed only
     // once it is, so a crash of the target cannot lose what the slot has let go of.
     const unflushed: { source: Lsn; target: Lsn }[] = [];
@@ -215,7 +216,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
       inflight = (async () => {
         await previous;
         if (failed !== undefined) return;
-        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time });
+        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() });
         applied = batch.lsn;
         unflushed.push({ source: batch.lsn, target: parseLsn(position.lsn) });
         await confirmDurable(parseLsn(position.flushed));
@@ -446,7 +447,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         case 'begin':
           finalLsn = m.finalLsn;
           commitMs = Number(m.commitTime / 1000n) + PG_EPOCH_MS;
-          commitTime = new Date(commitMs).toISOString();
+          txCommitMs = commitMs;
           // Applied before the last checkpoint: the server may send it again after a restart.
           skipping = m.finalLsn < applied;
           inTransaction = true;
@@ -542,7 +543,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
             break;
           }
           finalLsn = m.commitLsn;
-          commitTime = new Date(Number(m.commitTime / 1000n) + PG_EPOCH_MS).toISOString();
+          txCommitMs = Number(m.commitTime / 1000n) + PG_EPOCH_MS;
           // Everything before it is committed (so nothing is held open while it waits below), and
           // its staging lives in the primary session, where it is applied.
           await toPrimary();
@@ -570,7 +571,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
             return r.state !== 'paused' && m.commitLsn >= r.snapshotLsn;
           }, context());
           transactions++;
-          lastCommit = { lsn: m.endLsn, time: commitTime };
+          lastCommit = { lsn: m.endLsn, time: txCommitMs };
           batchStarted ??= Date.now();
           await commit();
           break;
@@ -579,7 +580,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           inTransaction = false;
           if (skipping) break;
           transactions++;
-          lastCommit = { lsn: m.endLsn, time: commitTime };
+          lastCommit = { lsn: m.endLsn, time: txCommitMs };
           // Group small transactions while more are already waiting; commit when caught up.
           batchStarted ??= Date.now();
           if (staged >= batchRows || Date.now() - batchStarted >= window() || !stream.hasBuffered() || options.signal?.aborted) await commit();
@@ -616,6 +617,28 @@ async function runSession(options: WorkerOptions): Promise<void> {
     await target?.close();
     await second?.close();
     await source.close();
+  }
+}
+
+/**
+ * Where the changes being applied come from, for conflicts parked while applying them: set for
+ * every source transaction, formatted only when a conflict reads it.
+ */
+class SourceContext {
+  private readonly finalLsn: Lsn;
+  private readonly commitMs: number | null;
+
+  constructor(finalLsn: Lsn, commitMs: number | null) {
+    this.finalLsn = finalLsn;
+    this.commitMs = commitMs;
+  }
+
+  get lsn(): string {
+    return formatLsn(this.finalLsn);
+  }
+
+  get commitTime(): string | null {
+    return this.commitMs === null ? null : new Date(this.commitMs).toISOString();
   }
 }
 
