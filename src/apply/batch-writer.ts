@@ -203,21 +203,21 @@ export class BatchWriter {
    */
   stage(id: string, op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const state = this.tables.get(id)!;
-    const row: (Buffer | string | null)[] = [String(++this.seq), op, unchanged === null ? null : `{${unchanged.join(',')}}`];
-    for (const v of values) row.push(v);
-    state.rows.addRow(row);
+    const seq = ++this.seq;
+    const positions = unchanged === null ? null : `{${unchanged.join(',')}}`;
+    state.rows.addRow(`${seq}\t${op}\t${positions ?? '\\N'}`, values);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
     // A stage-only writer (a streamed transaction's) never commits in one round trip: no literals.
     if (this.small && this.applyEveryRows !== Infinity) {
-      let literal = `(${row[0]},'${op}',${unchanged === null ? 'NULL' : `'${row[2]}'`}`;
+      let literal = `(${seq},'${op}',${positions === null ? 'NULL' : `'${positions}'`}`;
       for (const v of values) literal += v === null ? ',NULL' : `,'${v.toString('utf8').replaceAll("'", "''")}'`;
       literal += ')';
       state.literals.push(literal);
       this.smallBytes += literal.length;
       if (++this.smallRows > SMALL_ROWS || this.smallBytes > SMALL_BYTES) this.dropSmall();
     }
-    if (!state.repeated && !state.keys!.add(state.keyPositions!.map((p) => values[p]))) {
+    if (!state.repeated && !state.keys!.add(values, state.keyPositions!)) {
       state.repeated = true;
       state.keys!.clear();
     }

@@ -24,16 +24,25 @@ export class CopyTextBuilder {
     return this.bytes;
   }
 
-  /** Appends one row; `values[i]` null writes SQL NULL. */
-  addRow(values: readonly (Buffer | string | null)[]): void {
+  /**
+   * Appends one row: `head`, fields already in COPY text form (ASCII, tab-separated, nothing to
+   * escape), then `values`, where null writes SQL NULL.
+   */
+  addRow(head: string, values: readonly (Buffer | null)[]): void {
+    this.ensure(head.length);
+    const block = this.block;
+    let pos = this.pos;
+    for (let i = 0; i < head.length; i++) block[pos++] = head.charCodeAt(i);
+    this.bytes += pos - this.pos;
+    this.pos = pos;
     for (let i = 0; i < values.length; i++) {
-      if (i > 0) this.byte(TAB);
+      this.byte(TAB);
       const v = values[i]!;
       if (v === null) {
         this.byte(BACKSLASH);
         this.byte(0x4e /* N */);
       } else {
-        this.escaped(typeof v === 'string' ? Buffer.from(v) : v);
+        this.escaped(v);
       }
     }
     this.byte(NEWLINE);
@@ -97,16 +106,6 @@ export class CopyTextBuilder {
     this.bytes += o - this.pos;
     this.pos = o;
   }
-}
-
-/** A value escaped for COPY text format; the same slice when nothing needs escaping. */
-export function escape(value: Buffer): Buffer {
-  const special = firstSpecial(value);
-  if (special === -1) return value;
-  const builder = new CopyTextBuilder();
-  builder.addRow([value]);
-  const out = builder.take();
-  return out.subarray(0, out.length - 1);
 }
 
 /** Index of the first byte COPY text format must escape, or -1. */

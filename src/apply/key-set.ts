@@ -12,11 +12,16 @@ export class KeySet {
     return this.count;
   }
 
-  /** Adds the key made of `parts` (null parts count); false when it was there already. */
-  add(parts: readonly (Buffer | null | undefined)[]): boolean {
+  /**
+   * Adds the key made of `values` at `positions` (all of them when not given; null parts count);
+   * false when it was there already.
+   */
+  add(values: readonly (Buffer | null | undefined)[], positions?: readonly number[]): boolean {
     let h1 = 0x811c9dc5;
     let h2 = 0x01000193;
-    for (const part of parts) {
+    const count = positions === undefined ? values.length : positions.length;
+    for (let k = 0; k < count; k++) {
+      const part = values[positions === undefined ? k : positions[k]!];
       if (part === null || part === undefined) {
         h1 = Math.imul(h1 ^ 0xff, 0x01000193);
         h2 = Math.imul(h2 ^ 0xfe, 0x5bd1e995);

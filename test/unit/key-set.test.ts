@@ -22,3 +22,11 @@ test('composite keys: part boundaries and NULL parts are part of the key', () =>
   keys.clear();
   expect(keys.add([b('ab'), b('c')])).toBe(true);
 });
+
+test('a key taken from positions of a row is the same key as those values on their own', () => {
+  const keys = new KeySet();
+  expect(keys.add([b('x'), b('7'), b('y'), b('1')], [3, 1])).toBe(true);
+  expect(keys.add([b('1'), b('7')])).toBe(false);
+  expect(keys.add([b('7'), b('1')])).toBe(true);
+  expect(keys.add([b('other'), b('7'), b('z'), b('1')], [3, 1])).toBe(false);
+});
