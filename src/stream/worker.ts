@@ -685,12 +685,15 @@ function brokenMapping(resolved: ResolvedTable, relation: RelationMessage): stri
   return undefined;
 }
 
+/** The tuple with unchanged TOAST values as null: the same array when it has none (the usual case). */
 function withoutUnchanged(tuple: Tuple): (Buffer | null)[] {
+  if (!tuple.includes(UNCHANGED_TOAST)) return tuple as (Buffer | null)[];
   return tuple.map((v) => (v === UNCHANGED_TOAST ? null : v));
 }
 
 /** Unchanged TOAST values come from the old row when it is whole (REPLICA IDENTITY FULL); else their positions are kept. */
 function fillUnchanged(tuple: Tuple, old: Tuple | undefined): { values: (Buffer | null)[]; unchanged: number[] | null } {
+  if (!tuple.includes(UNCHANGED_TOAST)) return { values: tuple as (Buffer | null)[], unchanged: null };
   let unchanged: number[] | null = null;
   const values = tuple.map((v, i) => {
     if (v !== UNCHANGED_TOAST) return v;
