@@ -76,7 +76,7 @@ export interface ApplyStatements {
    * Empties both temp tables after a slice: DELETE for a few rows (their space is reclaimed by
    * `vacuum` now and then), TRUNCATE for many (a new file, and a catalog write, per table).
    */
-  readonly clear: { readonly few: string; readonly many: string; readonly fewStage: string; readonly manyStage: string };
+  readonly clear: { readonly few: readonly string[]; readonly many: readonly string[]; readonly fewStage: readonly string[]; readonly manyStage: readonly string[] };
   /** The staging tables, for one VACUUM of all (VACUUM runs outside any transaction block, alone in its query). */
   readonly tables: string;
   /** Drops both temp tables (a streamed transaction's, once applied or aborted). */
@@ -235,7 +235,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     incomputable: { park, find },
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
-    clear: { few: `DELETE FROM ${stage}; DELETE FROM ${last}`, many: `TRUNCATE ${stage}, ${last}`, fewStage: `DELETE FROM ${stage}`, manyStage: `TRUNCATE ${stage}` },
+    clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },
     tables: `${stage}, ${last}`,
     drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
     ...(direct ? { direct } : {}),

@@ -110,3 +110,52 @@ test('a large slice of source UPDATEs updates the rows that exist and inserts on
   const parked = await dbs().target.query(`SELECT key FROM syncctl.sync_conflicts WHERE table_name = 'accounts'`);
   expect(parked.rows).toEqual([{ key: { id: 777 } }]);
 });
+
+test('small batches run statements prepared once per session; a rejected row still parks only itself', async () => {
+  await dbs().target.query('CREATE TABLE small (id int PRIMARY KEY, v bigint NOT NULL CHECK (v >= 0))');
+  await dbs().target.query('CREATE TABLE IF NOT EXISTS syncctl.sync_conflicts (sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text)');
+  const session = new pg.Client({ connectionString: dbs().targetUrl });
+  await session.connect();
+  try {
+    const writer = new BatchWriter(session, 'w');
+    writer.register({ apply: { ...items, id: 'small', target: { schema: 'public', name: 'small' } }, tableName: 'small', onError: 'park', order: 0 });
+    const b = (n: number) => Buffer.from(String(n));
+    const preparedCount = async () => (await session.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_prepared_statements')).rows[0]!.n;
+    const expected = new Map<number, number>();
+    const counts: number[] = [];
+    for (let batch = 0; batch < 60; batch++) {
+      await writer.begin({ lazy: true });
+      // Keys repeat in every third batch (the reduction); every fifth deletes one.
+      for (let i = 0; i < 5; i++) {
+        const id = batch % 3 === 0 ? i % 2 : batch * 10 + i;
+        await writer.stage('small', 'W', null, [b(id), b(batch)]);
+        expected.set(id, batch * 2);
+      }
+      if (batch % 5 === 0) {
+        await writer.stage('small', 'D', null, [b((batch - 5) * 10), null]);
+        expected.delete((batch - 5) * 10);
+      }
+      await writer.commit({ lsn: `0/${(batch + 1).toString(16)}`, commitTime: null });
+      counts.push(await preparedCount());
+    }
+    // Prepared on first use, then reused: the same few statements, however many batches run.
+    expect(counts[0]).toBeGreaterThan(0);
+    expect(counts.at(-1)).toBe(counts[10]);
+    expect(counts.at(-1)).toBeLessThanOrEqual(8);
+    let { rows } = await dbs().target.query<{ id: number; v: string }>('SELECT id, v FROM small ORDER BY id');
+    expect(new Map(rows.map((r) => [r.id, Number(r.v)]))).toEqual(expected);
+
+    // A row the target rejects inside a prepared statement: the careful path parks exactly it.
+    await writer.begin({ lazy: true });
+    await writer.stage('small', 'W', null, [b(1000), b(5)]);
+    await writer.stage('small', 'W', null, [b(1001), b(-1)]);
+    await writer.stage('small', 'W', null, [b(1002), b(6)]);
+    await writer.commit({ lsn: '0/100', commitTime: null });
+    ({ rows } = await dbs().target.query<{ id: number; v: string }>('SELECT id, v FROM small WHERE id >= 1000 ORDER BY id'));
+    expect(rows).toEqual([{ id: 1000, v: '10' }, { id: 1002, v: '12' }]);
+    const parked = await dbs().target.query(`SELECT key FROM syncctl.sync_conflicts WHERE table_name = 'small'`);
+    expect(parked.rows).toEqual([{ key: { id: 1001 } }]);
+  } finally {
+    await session.end();
+  }
+});
