@@ -83,5 +83,7 @@ describe('pgoutput decoder', () => {
     expect(formatLsn(parseLsn('16/B374D848'))).toBe('16/B374D848');
     expect(parseLsn('0/10')).toBe(16n);
     expect(formatLsn(0x1_0000_0000n)).toBe('1/0');
+    expect(parseLsn('FFFFFFFF/FFFFFFFF')).toBe(0xffff_ffff_ffff_ffffn);
+    for (const bad of ['', '0', '0/', '/1', '0/1/2', 'G/1', '1/123456789', '-1/0', '0x1/0']) expect(() => parseLsn(bad), bad).toThrow(/not an LSN/);
   });
 });
