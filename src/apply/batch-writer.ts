@@ -490,17 +490,14 @@ export class BatchWriter {
   private async commitSmall(pending: readonly TableState[], checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
     for (const state of pending) await this.ensureCreated(state);
     const statements = [BEGIN];
-    for (const state of pending) {
-      const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
-      statements.push(`INSERT INTO ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) VALUES ${state.literals.join(',')}`);
-    }
+    for (const state of pending) statements.push(state.statements.insertValues + state.literals.join(','));
     if (pending.length > 0) statements.push('SAVEPOINT syncctl_batch', ...await this.asPrepared(this.batchStatements(pending, true)), 'RELEASE SAVEPOINT syncctl_batch');
     try {
       return await this.commitTail(checkpoint, statements);
     } catch (error) {
       this.begun = true;
       this.dropSmall();
-      for (const state of pending) state.rows.takeBlocks();
+      for (const state of pending) state.rows.discard();
       try {
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
       } catch {
@@ -522,7 +519,8 @@ export class BatchWriter {
     this.seq = 0;
     for (const state of this.tables.values()) {
       state.literals = [];
-      if (state.rows.rows > 0) state.rows.takeBlocks();
+      // A small batch's rows went as literals: their COPY text was never needed.
+      if (state.rows.rows > 0) state.rows.discard();
       if (state.staged > 0) this.reset(state);
     }
   }

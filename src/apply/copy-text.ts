@@ -66,6 +66,14 @@ export class CopyTextBuilder {
     return out;
   }
 
+  /** Forgets what was built, keeping the current block for the next rows (nothing taken refers to it). */
+  discard(): void {
+    this.blocks = [];
+    this.pos = 0;
+    this.bytes = 0;
+    this.rows = 0;
+  }
+
   /** Room for `n` more bytes in the current block. */
   private ensure(n: number): void {
     if (this.pos + n <= this.block.length) return;

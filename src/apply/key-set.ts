@@ -44,7 +44,9 @@ export class KeySet {
 
   clear(): void {
     if (this.count === 0) return;
-    this.table = new Float64Array(1024);
+    // Cleared after every slice: a table still at its first size is reused, not reallocated.
+    if (this.table.length === 1024) this.table.fill(0);
+    else this.table = new Float64Array(1024);
     this.count = 0;
   }
 

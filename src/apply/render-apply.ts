@@ -72,6 +72,8 @@ export interface ApplyStatements {
    */
   readonly moveKey?: string;
   readonly forgetLocalChanges?: string;
+  /** `INSERT INTO <stage> (<all staged columns>) VALUES `, for rows given as literals. */
+  readonly insertValues: string;
   /**
    * Empties both temp tables after a slice: DELETE for a few rows (their space is reclaimed by
    * `vacuum` now and then), TRUNCATE for many (a new file, and a catalog write, per table).
@@ -235,6 +237,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     incomputable: { park, find },
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
+    insertValues: `INSERT INTO ${stage} (${[SEQ, OP, UNCHANGED, ...table.staged.map((c) => c.name)].map(quoteIdent).join(', ')}) VALUES `,
     clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },
     tables: `${stage}, ${last}`,
     drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,

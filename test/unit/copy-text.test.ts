@@ -29,4 +29,14 @@ describe('COPY text rows', () => {
     expect(lines[4999]).toBe('5000\tv5000');
     expect(lines.length).toBe(5001);
   });
+
+  test('discard() forgets the rows built; the next ones start clean', () => {
+    const b = new CopyTextBuilder();
+    b.addRow('1', [Buffer.from('old')]);
+    b.discard();
+    expect(b.rows).toBe(0);
+    expect(b.size).toBe(0);
+    b.addRow('2', [Buffer.from('new')]);
+    expect(b.take().toString()).toBe('2\tnew\n');
+  });
 });

@@ -30,3 +30,14 @@ test('a key taken from positions of a row is the same key as those values on the
   expect(keys.add([b('7'), b('1')])).toBe(true);
   expect(keys.add([b('other'), b('7'), b('z'), b('1')], [3, 1])).toBe(false);
 });
+
+test('after clear() every key is new again, at the first size and after growth', () => {
+  const keys = new KeySet();
+  for (const n of [10, 5_000]) {
+    for (let i = 0; i < n; i++) keys.add([b(String(i))]);
+    keys.clear();
+    expect(keys.size).toBe(0);
+    for (let i = 0; i < n; i++) expect(keys.add([b(String(i))]), `${n}: ${i}`).toBe(true);
+    keys.clear();
+  }
+});
