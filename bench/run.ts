@@ -382,10 +382,13 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
   let tEnd: number;
   let pg: { tps: number };
   let caught: Caught;
+  let commitsBefore: number;
+  let commits: number;
   try {
     await sleep(100);
     const cpu = b.cpu();
     await cpu.begin();
+    commitsBefore = await targetCommits(b);
     tStart = now();
     pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.liveSeconds), '-R', String(b.rate)]);
     tEnd = now();
@@ -399,6 +402,9 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
       say(`WARNING ${w}`);
       return { at: Number.NaN, applyStart: undefined };
     });
+    // Up to the catch-up. Backends report their counters at most once a second: wait for the last report.
+    await sleep(1_100);
+    commits = await targetCommits(b) - commitsBefore;
   } finally {
     await probe.stop();
   }
@@ -410,7 +416,8 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
   const p = (q: number) => percentile(lags, q);
   say(`    d. ${c.name}: ${pg.tps.toFixed(0)} tx/s for ${CONFIG.liveSeconds} s; time lag ms p50 ${p(50).toFixed(1)} p95 ${p(95).toFixed(1)} ` +
     `p99 ${p(99).toFixed(1)} max ${p(100).toFixed(1)} (${lags.length} samples, ${samples.source.length} source samples); ` +
-    `replay_lag p99 ${percentile(replay, 99).toFixed(1)} ms; caught up ${(caught.at - tEnd).toFixed(2)} s after pgbench ended`);
+    `replay_lag p99 ${percentile(replay, 99).toFixed(1)} ms; caught up ${(caught.at - tEnd).toFixed(2)} s after pgbench ended; ` +
+    `${commits} target commits (${(pg.tps * CONFIG.liveSeconds / commits).toFixed(1)} source tx each, harness queries included)`);
   const s = 'd. live pgbench tpcb-like, 4 clients, fixed rate';
   b.results.add(s, 'time lag p50', c.name, p(50), 'ms', 'lower');
   b.results.add(s, 'time lag p95', c.name, p(95), 'ms', 'lower');
@@ -419,7 +426,14 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
   b.results.add(s, 'caught up after pgbench ended', c.name, caught.at - tEnd, 's', 'lower');
   b.results.add(s, 'walsender replay_lag p99 (info)', c.name, percentile(replay, 99), 'ms', 'none');
   b.results.add(s, 'source tx/s achieved (info)', c.name, pg.tps, 'tx/s', 'none');
+  b.results.add(s, 'target commits/s, harness included (info)', c.name, commits / CONFIG.liveSeconds, 'tx/s', 'none');
   if (Number.isFinite(caught.at)) await sameData(b, '(d)', c.name);
+}
+
+/** Transactions committed in the target database so far (every session: the contestant's and the harness's). */
+async function targetCommits(b: Bench): Promise<number> {
+  const rows = await b.tgt.rows<{ n: string }>('SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()');
+  return Number(rows[0]!.n);
 }
 
 /** VmHWM of the syncctl worker once streaming, before (b). */
