@@ -74,6 +74,12 @@ const VACUUM_AFTER_ROWS = 50_000;
 const BEGIN = `BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`;
 /** What PREPARE takes (of the statements a batch runs). */
 const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
+/**
+ * Statements PREPAREd per session (writers can share one: a streamed transaction's stages in
+ * the primary session): text → statement name, or null where PREPARE refused it (it is then
+ * sent as it is).
+ */
+const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 
 /** The target's WAL positions after a commit: its end (insert) and how far the target has flushed. */
 export interface CommitPosition {
@@ -100,11 +106,6 @@ export class BatchWriter {
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
-  /**
-   * Small-batch statements PREPAREd on this session: text → statement name, or null where
-   * PREPARE refused it (it is then sent as it is).
-   */
-  private readonly statementNames = new Map<string, string | null>();
   private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
 
   private readonly client: pg.Client;
@@ -404,13 +405,15 @@ export class BatchWriter {
    * plan made for a few staged rows is no plan for a million.
    */
   private async asPrepared(statements: readonly string[]): Promise<string[]> {
+    let names = statementNames.get(this.client);
+    if (names === undefined) statementNames.set(this.client, names = new Map());
     const out: string[] = [];
     for (const sql of statements) {
-      let name = this.statementNames.get(sql);
+      let name = names.get(sql);
       if (name === undefined) {
         name = null;
         if (PREPARABLE.test(sql)) {
-          const candidate = `syncctl_${this.statementNames.size + 1}`;
+          const candidate = `syncctl_${names.size + 1}`;
           try {
             await this.client.query(`PREPARE ${candidate} AS ${sql}`);
             name = candidate;
@@ -419,7 +422,7 @@ export class BatchWriter {
             // fails in the batch, where the careful path parks what it must.
           }
         }
-        this.statementNames.set(sql, name);
+        names.set(sql, name);
       }
       out.push(name === null ? sql : `EXECUTE ${name}`);
     }
