@@ -7,7 +7,7 @@
  * and worker logs go to bench/out/<time>-<mode>/.
  *
  * Knobs (env): PG_MAJOR (18), REPS (3), SCALE (10; quick 1), BACKLOG_TX (150000; quick 2000),
- * LIVE_SECONDS (30; quick 4), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
+ * LIVE_SECONDS (30; quick 3), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
  * in the first native round), NATIVE_STREAMING (off), ONLY ("a b c d f": scenarios to run),
  * BENCH_PGBIN (directory of pgbench and pg_recvlogical).
  * Diagnostics (a run with them is not a result to record): BENCH_SERVER_SETTINGS
@@ -50,7 +50,7 @@ const CONFIG = {
   reps: envNumber('REPS', 3),
   scale: envNumber('SCALE', QUICK ? 1 : 10),
   backlogTx: envNumber('BACKLOG_TX', QUICK ? 2_000 : 150_000),
-  liveSeconds: envNumber('LIVE_SECONDS', QUICK ? 4 : 30),
+  liveSeconds: envNumber('LIVE_SECONDS', QUICK ? 3 : 30),
   fixedRate: process.env['PGBENCH_RATE'] ? envNumber('PGBENCH_RATE', 0) : undefined,
   rateFraction: 0.8,
   calibrateSeconds: QUICK ? 1 : 10,
