@@ -92,8 +92,9 @@ mkdirSync(OUT, { recursive: true });
 const DETAILS = path.join(OUT, 'details.log');
 
 function say(line: string): void {
-  const t = now() - started;
-  const text = `[${String(Math.floor(t / 60)).padStart(2, '0')}:${(t % 60).toFixed(1).padStart(4, '0')}] ${line}`;
+  // In tenths first, so that 119.96 s reads 02:00.0, not 01:60.0.
+  const tenths = Math.round((now() - started) * 10);
+  const text = `[${String(Math.floor(tenths / 600)).padStart(2, '0')}:${((tenths % 600) / 10).toFixed(1).padStart(4, '0')}] ${line}`;
   process.stderr.write(`${text}\n`);
   appendFileSync(DETAILS, `${text}\n`);
 }
