@@ -299,7 +299,7 @@ export class BatchWriter {
         // One table only: its deletes and updates run ahead of the batch, which would break
         // the foreign-key order between tables (parents' writes first, children's deletes first).
         const updated = pending.length === 1 && this.updatesFirst(pending[0]!) ? await this.updateExisting(pending[0]!) : undefined;
-        await this.client.query(this.batchSql(pending, !options.dropping, updated));
+        await this.client.query(this.batchStatements(pending, !options.dropping, updated).join(';\n'));
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
         return;
@@ -354,7 +354,7 @@ export class BatchWriter {
     }
   }
 
-  /** A large direct slice of mostly source UPDATEs: applied by updateExisting(), then batchSql() inserts what it missed. */
+  /** A large direct slice of mostly source UPDATEs: applied by updateExisting(), then batchStatements() inserts what it missed. */
   private updatesFirst(state: TableState): boolean {
     return !state.repeated && state.statements.direct?.updateFirst !== undefined && state.writes >= UPDATE_FIRST_ROWS && state.updates * 2 >= state.writes;
   }
@@ -372,10 +372,6 @@ export class BatchWriter {
    * key skips the reduction and reads its stage directly; one that `updated` already updated
    * only inserts what the update missed.
    */
-  private batchSql(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean }): string {
-    return this.batchStatements(pending, clear, updated).join(';\n');
-  }
-
   private batchStatements(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean }): string[] {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
@@ -602,8 +598,7 @@ export class BatchWriter {
     if (state.rows.rows > 0) {
       const data = state.rows.takeBlocks();
       await this.settle();
-      const columns = [SEQ, OP, UNCHANGED, ...state.table.apply.staged.map((c) => c.name)];
-      const sink = this.client.query(copyFrom(`COPY ${stageTableName(state.table.apply)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`));
+      const sink = this.client.query(copyFrom(state.statements.copyIn));
       const running = pipeline(Readable.from(data), sink);
       running.catch(() => {});
       this.inflight = running;

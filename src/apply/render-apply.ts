@@ -74,6 +74,8 @@ export interface ApplyStatements {
   readonly forgetLocalChanges?: string;
   /** `INSERT INTO <stage> (<all staged columns>) VALUES `, for rows given as literals. */
   readonly insertValues: string;
+  /** `COPY <stage> (<all staged columns>) FROM STDIN`, for rows in COPY text form. */
+  readonly copyIn: string;
   /**
    * Empties both temp tables after a slice: DELETE for a few rows (their space is reclaimed by
    * `vacuum` now and then), TRUNCATE for many (a new file, and a catalog write, per table).
@@ -227,6 +229,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   }
 
   const byCtid = ' AND l.ctid = $1::tid';
+  const stagedColumns = [SEQ, OP, UNCHANGED, ...table.staged.map((c) => c.name)].map(quoteIdent).join(', ');
   return {
     createStage,
     createLast,
@@ -237,7 +240,8 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     incomputable: { park, find },
     ...(moveKey ? { moveKey } : {}),
     ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
-    insertValues: `INSERT INTO ${stage} (${[SEQ, OP, UNCHANGED, ...table.staged.map((c) => c.name)].map(quoteIdent).join(', ')}) VALUES `,
+    insertValues: `INSERT INTO ${stage} (${stagedColumns}) VALUES `,
+    copyIn: `COPY ${stage} (${stagedColumns}) FROM STDIN`,
     clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },
     tables: `${stage}, ${last}`,
     drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
