@@ -797,7 +797,8 @@ const METHOD = [
     'lag(t) = t − the moment the source\'s flush position first passed A(t) (0 when the source had flushed nothing beyond A), interpolated between ' +
     'source samples (±5 ms). This is the age of the oldest change the target does not have yet (conservative: counted from the first flushed ' +
     'WAL byte after the applied commit). First second skipped. pg_stat_replication.replay_lag of the walsender is shown for information ' +
-    '(native reports "applied" = received, so it is not comparable).',
+    '(native reports "applied" = received, so it is not comparable). Target commits/s = pg_stat_database.xact_commit of the target database from ' +
+    'the start of the load until after the catch-up, every session included (the harness\'s own are about 10 a second: native comes out at 1.0 source tx per commit), over the load\'s seconds.',
   '(e) VmHWM from /proc/<pid>/status of the `syncctl run` child right after (b) caught up (its peak RSS since it started, before (b)).',
   '(f) two pgoutput slots are created before an UPDATE of every pgbench_accounts row (one transaction); pg_recvlogical (proto_version 1, publication bench_native, -E <end LSN>, -F 0, to /dev/null) ' +
     'reads one, syncctl\'s ReplicationStream + PgoutputDecoder (bench/decode-reader.ts, own process, decodes every message, confirms nothing, same stop rule) ' +
