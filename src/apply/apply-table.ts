@@ -1,5 +1,6 @@
 import type { ResolvedTable } from '../plan/plan-sync.ts';
 import { quoteIdent } from '../sql/quote.ts';
+import type { BatchTable } from './batch-writer.ts';
 import type { ApplyTable } from './render-apply.ts';
 
 /**
@@ -18,6 +19,12 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     tracked: table.mode === 'mapped',
     ...keySources(resolved, stagedColumns),
   };
+}
+
+/** The batch writer's view of a resolved table: its apply shape, and what a parked change records of it. */
+export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number): BatchTable {
+  const { table } = resolved;
+  return { apply: buildApplyTable(id, resolved, stagedColumns), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy };
 }
 
 /** Each target key column a bare reference to one staged source column: repeated keys are visible while staging. */

@@ -13,7 +13,8 @@ import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
-import { renderApply, stageTableName, OP, SEQ, UNCHANGED, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+import { renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+import { renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
 
 export interface BatchTable {
   readonly apply: ApplyTable;
@@ -22,6 +23,14 @@ export interface BatchTable {
   readonly onError: 'park' | 'stop';
   /** Position in foreign-key order on the target: parents first. */
   readonly order: number;
+  /** The spec's conflict strategy, recorded with every change parked for this table. */
+  readonly strategy: string;
+}
+
+/** Where the changes being staged come from: their source transaction's commit position and time. */
+export interface SourcePosition {
+  readonly lsn: string | null;
+  readonly commitTime: string | null;
 }
 
 interface TableState {
@@ -46,6 +55,13 @@ interface TableState {
   /** Writes staged in this slice, and how many of them carry a source UPDATE. */
   writes: number;
   updates: number;
+  /** The last change staged was the old row (K) of an UPDATE: its new row comes next. */
+  afterK: boolean;
+  /**
+   * The slice must be applied in source order: a key change left TOAST values unchanged (they
+   * exist only in the target row under the old key, which the set form deletes first).
+   */
+  sourceOrder: boolean;
 }
 
 /** A direct slice with at least this many writes, most of them source UPDATEs, updates before it inserts (see ApplyStatements.direct.updateFirst). */
@@ -106,7 +122,9 @@ export class BatchWriter {
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
-  private context: { lsn: string | null; commitTime: string | null } = { lsn: null, commitTime: null };
+  private context: SourcePosition = { lsn: null, commitTime: null };
+  /** The source transactions staged in this batch, by the sequence number of their first change. */
+  private marks: { fromSeq: number; position: SourcePosition }[] = [];
 
   private readonly client: pg.Client;
   private readonly syncName: string;
@@ -159,7 +177,7 @@ export class BatchWriter {
     this.tables.set(table.apply.id, {
       table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
       keyPositions, keys: keyPositions ? new KeySet() : undefined, repeated: keyPositions === undefined, literals: [], deletes: false,
-      writes: 0, updates: 0,
+      writes: 0, updates: 0, afterK: false, sourceOrder: false,
     });
   }
 
@@ -206,10 +224,11 @@ export class BatchWriter {
 
   /**
    * Stages one change: W writes `values` (the new row), D deletes the row whose key `values`
-   * (the old row) carries; `fromUpdate`: the write is a source UPDATE's new row. Returns a
-   * promise only when the staged bytes had to be copied out.
+   * (the old row) carries, K is the old row of an UPDATE whose new row (W) is staged next;
+   * `fromUpdate`: the write is a source UPDATE's new row. Returns a promise only when the staged
+   * bytes had to be copied out.
    */
-  stage(id: string, op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
+  stage(id: string, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const state = this.tables.get(id)!;
     const seq = ++this.seq;
     const positions = unchanged === null ? null : `{${unchanged.join(',')}}`;
@@ -229,41 +248,22 @@ export class BatchWriter {
       state.repeated = true;
       state.keys!.clear();
     }
-    if (op === 'D') state.deletes = true;
+    if (op !== 'W') state.deletes = true;
     else {
       state.writes++;
       if (fromUpdate) state.updates++;
+      if (state.afterK && unchanged !== null) state.sourceOrder = true;
     }
-    if (++this.pendingRows >= this.applyEveryRows) return this.applyStaged(this.context);
+    state.afterK = op === 'K';
+    // Never between a K and its W: source order applies the two as one UPDATE.
+    if (++this.pendingRows >= this.applyEveryRows && op !== 'K') return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state, { background: true }) : undefined;
   }
 
-  /**
-   * A key change whose new row leaves TOAST columns unchanged: their values exist only in the
-   * target row under the old key. Applies what is staged (so that row is current), then re-keys
-   * it in place; the D of the old key and the W of the new one are staged after this as usual.
-   * Where it cannot move (no mapped key, or the new key is taken) the W is parked when applied.
-   */
-  async moveKey(id: string, oldValues: readonly (Buffer | null)[], newValues: readonly (Buffer | null)[]): Promise<void> {
-    const state = this.tables.get(id)!;
-    if (!state.statements.moveKey) return;
-    await this.passBarrier();
-    await this.ensureBegun();
-    await this.applyStaged(this.context);
-    const text = (values: readonly (Buffer | null)[]) => values.map((v) => (v === null ? null : v.toString('utf8')));
-    await this.client.query('SAVEPOINT syncctl_move');
-    try {
-      await this.client.query(state.statements.moveKey, [text(oldValues), text(newValues)]);
-      await this.client.query('RELEASE SAVEPOINT syncctl_move');
-    } catch {
-      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_move');
-      await this.client.query('RELEASE SAVEPOINT syncctl_move');
-    }
-  }
-
-  /** Where the rows being staged come from, for conflicts parked while applying them. */
-  setContext(context: { lsn: string | null; commitTime: string | null }): void {
+  /** A source transaction begins: the changes staged from here on are its own (for what is parked of them). */
+  setContext(context: SourcePosition): void {
     this.context = context;
+    this.marks.push({ fromSeq: this.seq + 1, position: context });
   }
 
   /** COPY a ready-made text stream (the initial copy) into a table's stage. */
@@ -279,10 +279,11 @@ export class BatchWriter {
   }
 
   /**
-   * Applies everything staged so far, in foreign-key order, inside the open transaction.
+   * Applies everything staged so far inside the open transaction: set-based when that provably
+   * gives what source order gives, else (or when a set statement fails) in source order.
    * `dropping`: the staging tables are dropped next (a streamed transaction's), no need to empty them.
    */
-  async applyStaged(context: { lsn: string | null; commitTime: string | null }, options: { dropping?: boolean } = {}): Promise<void> {
+  async applyStaged(context: SourcePosition, options: { dropping?: boolean } = {}): Promise<void> {
     await this.settle();
     await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
@@ -290,38 +291,89 @@ export class BatchWriter {
     if (pending.length === 0) return;
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
-    // The usual case in one round trip: every statement of the batch as one simple query, under a
-    // savepoint. Only when the target rejects something do the statements run one by one, and
-    // the failing table's rows one at a time, to park exactly the rows at fault.
-    if (!pending.some((s) => s.toasted)) {
+    if (pending.every((s) => this.provable(s))) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
-        // One table only: its deletes and updates run ahead of the batch, which would break
-        // the foreign-key order between tables (parents' writes first, children's deletes first).
-        const updated = pending.length === 1 && this.updatesFirst(pending[0]!) ? await this.updateExisting(pending[0]!) : undefined;
-        await this.client.query(this.batchStatements(pending, !options.dropping, updated).join(';\n'));
+        if (pending.some((s) => s.toasted)) {
+          await this.applyToasted(pending, !options.dropping);
+        } else {
+          // The usual case in one round trip: every statement of the batch as one simple query.
+          // One table only: its deletes and updates run ahead of the batch, which would break
+          // the foreign-key order between tables (parents' writes first, children's deletes first).
+          const updated = pending.length === 1 && this.updatesFirst(pending[0]!) ? await this.updateExisting(pending[0]!) : undefined;
+          await this.client.query(this.batchStatements(pending, !options.dropping, updated).join(';\n'));
+        }
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
         return;
       } catch {
+        // Whatever failed (a constraint the set form's order trips, a row at fault, a transient
+        // error), source order decides: it applies, parks only rows at fault, or fails the batch.
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
       }
     }
-    await this.applyCarefully(pending, context);
+    await this.applyInSourceOrder(pending, context, !options.dropping);
   }
 
-  /** Step by step: a statement at a time, a rejecting table's rows one at a time. */
-  private async applyCarefully(pending: readonly TableState[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+  /**
+   * The set statements give the source-order result for a table's slice unless a write leaves
+   * TOAST values unchanged and its key occurs twice (the reduction keeps only the last change,
+   * whose unchanged values may come from an earlier one in the slice) or a key change leaves
+   * them unchanged (they exist only under the old key, which the set form deletes first).
+   * Foreign keys and other constraints need no rule here: the set form never commits a result
+   * that violates one, and when it fails, source order runs.
+   */
+  private provable(state: TableState): boolean {
+    return !state.sourceOrder && !(state.toasted && state.repeated);
+  }
+
+  /** Set-based, for a slice with unchanged TOAST values: statement by statement (the park statement takes parameters). */
+  private async applyToasted(pending: readonly TableState[], clear: boolean): Promise<void> {
     for (const state of pending) {
       await this.client.query(state.statements.reduce);
-      if (state.toasted) await this.parkIncomputable(state, context);
+      if (state.toasted) await this.parkIncomputable(state);
     }
-    // Children's deletes before their parents', parents' writes before their children's.
-    for (const state of [...pending].reverse()) await this.run(state, 'delete', context);
-    for (const state of pending) await this.run(state, 'upsert', context);
+    for (const state of [...pending].reverse()) await this.client.query(state.statements.deleteRows);
+    for (const state of pending) {
+      await this.client.query(state.statements.upsertRows);
+      if (state.toasted) await this.client.query(state.statements.updateToasted);
+    }
     for (const state of pending) {
       if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
-      await this.client.query(this.clearSql(state, false).join(';\n'));
+      if (clear) await this.client.query(this.clearSql(state, false).join(';\n'));
+    }
+  }
+
+  /**
+   * Every staged change, across the slice's tables, one by one in source order (see
+   * source-order.ts): first in one statement; if that fails, again with each change in its own
+   * subtransaction, parking the changes that fail because of the row itself. An error that is not
+   * the row's (or a row's error on an `onError: stop` table) fails the batch.
+   */
+  private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean): Promise<void> {
+    const tables = pending.map((s) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: s.table.onError }));
+    const marks = (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
+      .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
+    await this.client.query('SAVEPOINT syncctl_order');
+    try {
+      await this.client.query(renderSourceOrder(this.syncName, tables, marks, false));
+      await this.client.query('RELEASE SAVEPOINT syncctl_order');
+    } catch {
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_order; RELEASE SAVEPOINT syncctl_order');
+      try {
+        await this.client.query(renderSourceOrder(this.syncName, tables, marks, true));
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? '';
+        if (!ROW_FAULT_SQLSTATE.test(code)) throw error;
+        const table = pending.find((s) => s.table.onError === 'stop');
+        throw new SyncctlError('APPLY_FAILED', `${this.syncName}${table ? `.${table.table.tableName}` : ''}: the target rejected a row (onError: stop): ${(error as Error).message}`, {
+          details: { table: table?.table.tableName },
+        });
+      }
+    }
+    for (const state of pending) {
+      const statements = [...(state.statements.forgetStaged ? [state.statements.forgetStaged] : []), ...(clear ? this.clearSql(state, true) : [])];
+      if (statements.length > 0) await this.client.query(statements.join(';\n'));
       this.reset(state);
     }
   }
@@ -348,6 +400,8 @@ export class BatchWriter {
     state.deletes = false;
     state.writes = 0;
     state.updates = 0;
+    state.afterK = false;
+    state.sourceOrder = false;
     if (state.keyPositions) {
       state.keys!.clear();
       state.repeated = false;
@@ -427,7 +481,7 @@ export class BatchWriter {
   }
 
   /** Writes whose unchanged TOAST values cannot be kept or computed: parked (or the worker stops), never written with NULLs. */
-  private async parkIncomputable(state: TableState, context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+  private async parkIncomputable(state: TableState): Promise<void> {
     const { incomputable } = state.statements;
     if (state.table.onError === 'stop') {
       const { rows } = await this.client.query<{ key: Record<string, unknown>; reason: string }>(incomputable.find);
@@ -438,7 +492,9 @@ export class BatchWriter {
       }
       return;
     }
-    await this.client.query(incomputable.park, [this.syncName, state.table.tableName, context.lsn, context.commitTime]);
+    const marks = this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: this.context }];
+    await this.client.query(incomputable.park, [this.syncName, state.table.tableName, marks.map((m) => m.fromSeq),
+      marks.map((m) => m.position.lsn), marks.map((m) => m.position.commitTime), state.table.strategy]);
   }
 
   async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
@@ -505,7 +561,7 @@ export class BatchWriter {
         await this.rollback();
         throw error;
       }
-      await this.applyCarefully(pending, checkpoint);
+      await this.applyInSourceOrder(pending, checkpoint, true);
       return this.commitTail(checkpoint, []);
     }
   }
@@ -517,6 +573,7 @@ export class BatchWriter {
     this.smallRows = 0;
     this.smallBytes = 0;
     this.seq = 0;
+    this.marks = [];
     for (const state of this.tables.values()) {
       state.literals = [];
       // A small batch's rows went as literals: their COPY text was never needed.
@@ -612,57 +669,5 @@ export class BatchWriter {
     if (running === undefined) return;
     this.inflight = undefined;
     await running;
-  }
-
-  private async run(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {
-    const s = state.statements;
-    await this.client.query('SAVEPOINT syncctl_table');
-    try {
-      if (phase === 'delete') {
-        await this.client.query(s.deleteRows);
-      } else {
-        await this.client.query(s.upsertRows);
-        await this.client.query(s.updateToasted);
-      }
-      await this.client.query('RELEASE SAVEPOINT syncctl_table');
-    } catch {
-      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_table');
-      await this.client.query('RELEASE SAVEPOINT syncctl_table');
-      await this.runRowByRow(state, phase, context);
-    }
-  }
-
-  /** The error path: one row at a time, each in a savepoint, so one bad row cannot stop the others. */
-  private async runRowByRow(state: TableState, phase: 'delete' | 'upsert', context: { lsn: string | null; commitTime: string | null }): Promise<void> {
-    const s = state.statements;
-    const { rows } = await this.client.query<{ ctid: string; row: Record<string, unknown> }>(
-      `SELECT l.ctid::text AS ctid, to_jsonb(l) - ARRAY[${[SEQ, OP, UNCHANGED, 'syncctl$keep'].map((c) => `'${c}'`).join(', ')}] AS row
-         FROM pg_temp.${quoteIdent(`syncctl_last_${state.table.apply.id}`)} AS l ORDER BY l.${quoteIdent(SEQ)}`);
-    for (const { ctid, row } of rows) {
-      await this.client.query('SAVEPOINT syncctl_row');
-      try {
-        if (phase === 'delete') {
-          await this.client.query(s.perRow.deleteRows, [ctid]);
-        } else {
-          await this.client.query(s.perRow.upsertRows, [ctid]);
-          await this.client.query(s.perRow.updateToasted, [ctid]);
-        }
-        await this.client.query('RELEASE SAVEPOINT syncctl_row');
-      } catch (error) {
-        await this.client.query('ROLLBACK TO SAVEPOINT syncctl_row');
-        await this.client.query('RELEASE SAVEPOINT syncctl_row');
-        const reason = error instanceof Error ? error.message : String(error);
-        const key = Object.fromEntries(state.table.apply.key.map((k) => [k, row[k] ?? null]));
-        if (state.table.onError === 'stop') {
-          throw new SyncctlError('APPLY_FAILED', `${this.syncName}.${state.table.tableName}: the target rejected the row with key ${JSON.stringify(key)}: ${reason}`, {
-            details: { table: state.table.tableName, key },
-          });
-        }
-        await this.client.query(
-          `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason)
-           VALUES ($1, $2, 'apply_error', $3, $4, $5::pg_lsn, $6::timestamptz, 'source-wins', 'pending', $7)`,
-          [this.syncName, state.table.tableName, JSON.stringify(key), JSON.stringify(row), context.lsn, context.commitTime, reason]);
-      }
-    }
   }
 }

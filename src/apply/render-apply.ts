@@ -2,9 +2,12 @@
  * Rows -> set-based SQL. Pure: a table's mapping and its staged columns in, statements out.
  *
  * A batch of changes for one source table is staged in a temp table (one row per change: its
- * sequence number, W for a write of the new row or D for a delete of the old key, the positions of
- * unchanged TOAST columns, and the source columns). The statements then run the spec's mapping
- * SQL inside the target over all staged rows at once:
+ * sequence number, W for a write of the new row, D for a delete of the old key or K for the old
+ * row of an UPDATE (always followed by the W of its new row), the positions of unchanged TOAST
+ * columns, and the source columns). These statements are an optimization of applying the changes
+ * one by one in source order (source-order.ts), used by the batch writer only for slices where
+ * the two provably give the same result. They run the spec's mapping SQL inside the target over
+ * all staged rows at once (K counts as a delete of the old key):
  *   1. keep the last change per target key (DISTINCT ON key ORDER BY seq DESC), mapped;
  *   2. delete the keys whose last change is a delete (or a write the row filter rejects);
  *   3. upsert the writes; 4. update writes that carry unchanged TOAST columns, keeping the
@@ -61,17 +64,13 @@ export interface ApplyStatements {
    * Writes with unchanged TOAST columns that cannot be applied: a column's mapping (or the row
    * filter) reads an unchanged column together with changed ones, or the target has no row to
    * keep the unchanged values from. `park` moves them from the last-change table into
-   * sync_conflicts ($1 sync, $2 table, $3 source LSN, $4 commit time); `find` lists them (key, reason).
+   * sync_conflicts ($1 sync, $2 table; $3, $4, $5: the first sequence number, commit LSN and
+   * commit time of each source transaction of the batch; $6 strategy); `find` lists them (key, reason).
    */
   readonly incomputable: { readonly park: string; readonly find: string };
-  /**
-   * A key change whose new row leaves TOAST columns unchanged: re-keys the target row in place
-   * ($1 old row, $2 new row, as text[] in staged column order), so that the unchanged values
-   * stay with it; the write staged next then updates its other columns. Undefined when a key
-   * column is not mapped.
-   */
-  readonly moveKey?: string;
   readonly forgetLocalChanges?: string;
+  /** The same, for every key staged (source-order apply reads the stage, not the last-change table). */
+  readonly forgetStaged?: string;
   /** `INSERT INTO <stage> (<all staged columns>) VALUES `, for rows given as literals. */
   readonly insertValues: string;
   /** `COPY <stage> (<all staged columns>) FROM STDIN`, for rows in COPY text form. */
@@ -107,8 +106,6 @@ export interface ApplyStatements {
      */
     readonly updateFirst?: { readonly updateRows: string; readonly insertMissing: string };
   };
-  /** The same statements restricted to one row of the last-change table (`$1` = its ctid), for the error path. */
-  readonly perRow: { readonly deleteRows: string; readonly upsertRows: string; readonly updateToasted: string };
 }
 
 export function stageTableName(table: ApplyTable): string {
@@ -143,27 +140,27 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const reduce = `INSERT INTO ${last} ${reduceSelect}`;
 
   const keyMatch = (alias: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${alias}.${quoteIdent(k)}`).join(' AND ');
-  const isDelete = `(l.${quoteIdent(OP)} = 'D' OR NOT l.${quoteIdent(KEEP)})`;
+  const isDelete = `(l.${quoteIdent(OP)} <> 'W' OR NOT l.${quoteIdent(KEEP)})`;
   const isPlainWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NULL`;
   const isToastedWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NOT NULL`;
 
-  const deleteRows = (extra: string) => `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}${extra}`;
+  const deleteRows = `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}`;
   const insertCols = table.columns.map((c) => quoteIdent(c.target));
   const onConflict = nonKey.length === 0
     ? 'DO NOTHING'
     : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
-  const upsertRows = (extra: string) =>
+  const upsertRows =
     `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `l.${c}`).join(', ')} FROM ${last} AS l ` +
-    `WHERE ${isPlainWrite}${extra} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`;
+    `WHERE ${isPlainWrite} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`;
   const toastedSet = nonKey.map((c) => {
     const reads = c.reads.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
     const col = quoteIdent(c.target);
     // A column whose mapping reads only unchanged TOAST values is unchanged itself.
     return reads.length === 0 ? `${col} = l.${col}` : `${col} = CASE WHEN l.${quoteIdent(UNCHANGED)} @> '{${reads.join(',')}}'::int2[] THEN t.${col} ELSE l.${col} END`;
   });
-  const updateToasted = (extra: string) => toastedSet.length === 0
+  const updateToasted = toastedSet.length === 0
     ? 'SELECT 1 WHERE false'
-    : `UPDATE ${target} AS t SET ${toastedSet.join(', ')} FROM ${last} AS l WHERE ${isToastedWrite} AND ${keyMatch('l')}${extra}`;
+    : `UPDATE ${target} AS t SET ${toastedSet.join(', ')} FROM ${last} AS l WHERE ${isToastedWrite} AND ${keyMatch('l')}`;
 
   // Unchanged TOAST values are not in the stream: a column that reads one of them together with a
   // changed column (or a filter reading one) cannot be computed without the old row.
@@ -186,17 +183,10 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const internals = `ARRAY[${[SEQ, OP, UNCHANGED, KEEP].map(quoteLiteral).join(', ')}]`;
   const park = `WITH bad AS (DELETE FROM ${last} AS l WHERE ${incomputable} RETURNING l.*, ${keyJson} AS "syncctl$key", ${reason} AS "syncctl$reason") ` +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
-    `SELECT $1, $2, 'apply_error', b."syncctl$key", to_jsonb(b) - ${internals} - 'syncctl$key' - 'syncctl$reason', $3::pg_lsn, $4::timestamptz, ` +
-    `'source-wins', 'pending', b."syncctl$reason" FROM bad AS b`;
+    `SELECT $1, $2, 'apply_error', b."syncctl$key", to_jsonb(b) - ${internals} - 'syncctl$key' - 'syncctl$reason', m.lsn, m.t, ` +
+    `$6, 'pending', b."syncctl$reason" FROM bad AS b LEFT JOIN LATERAL (SELECT m.lsn, m.t FROM unnest($3::bigint[], $4::pg_lsn[], $5::timestamptz[]) ` +
+    `AS m(seq, lsn, t) WHERE m.seq <= b.${quoteIdent(SEQ)} ORDER BY m.seq DESC LIMIT 1) AS m ON true`;
   const find = `SELECT ${keyJson} AS key, ${reason} AS reason FROM ${last} AS l WHERE ${incomputable} ORDER BY l.${quoteIdent(SEQ)}`;
-
-  const keyExpressions = table.key.map((k) => table.columns.find((c) => c.target === k));
-  const rowFrom = (param: string) => `(SELECT ${table.staged.map((c, i) => `(${param}::text[])[${i + 1}]::${c.stagingType} AS ${quoteIdent(c.name)}`).join(', ')})`;
-  const mappedKey = (param: string) => `(SELECT ${keyExpressions.map((c) => `(${c!.expression}) AS ${quoteIdent(c!.target)}`).join(', ')} FROM ${rowFrom(param)} AS s)`;
-  const moveKey = keyExpressions.every((c) => c !== undefined) && table.staged.length > 0
-    ? `UPDATE ${target} AS t SET ${keyCols.map((k) => `${k} = n.${k}`).join(', ')} FROM ${mappedKey('$2')} AS n, ${mappedKey('$1')} AS o ` +
-      `WHERE ${table.key.map((k) => `t.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ')}`
-    : undefined;
 
   // Gated by a one-time check: with no local change recorded for the table (the usual case), the
   // staged rows are not read at all.
@@ -205,15 +195,15 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND c.target_table = ${targetName} ` +
     `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
   const forgetLocalChanges = table.tracked ? forget(last) : undefined;
-
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
+  const forgetStaged = table.tracked ? forget(`(SELECT ${keyOnly.join(', ')} FROM ${stage})`) : undefined;
   const direct = table.keySources ? {
-    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} = 'D' OR NOT ${keep}) AS l ` +
+    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} <> 'W' OR NOT ${keep}) AS l ` +
       `WHERE ${keyMatch('l')}`,
     upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${stage} ` +
       `WHERE ${quoteIdent(OP)} = 'W' AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
     ...(table.tracked ? {
-      forgetLocalChanges: forget(`(SELECT ${keyOnly.join(', ')} FROM ${stage})`),
+      forgetLocalChanges: forgetStaged!,
     } : {}),
     ...(table.exactKeys && nonKey.length > 0 ? { updateFirst: updateFirst() } : {}),
   } : undefined;
@@ -228,18 +218,16 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     };
   }
 
-  const byCtid = ' AND l.ctid = $1::tid';
   const stagedColumns = [SEQ, OP, UNCHANGED, ...table.staged.map((c) => c.name)].map(quoteIdent).join(', ');
   return {
     createStage,
     createLast,
     reduce,
-    deleteRows: deleteRows(''),
-    upsertRows: upsertRows(''),
-    updateToasted: updateToasted(''),
+    deleteRows,
+    upsertRows,
+    updateToasted,
     incomputable: { park, find },
-    ...(moveKey ? { moveKey } : {}),
-    ...(forgetLocalChanges ? { forgetLocalChanges } : {}),
+    ...(forgetLocalChanges ? { forgetLocalChanges, forgetStaged: forgetStaged! } : {}),
     insertValues: `INSERT INTO ${stage} (${stagedColumns}) VALUES `,
     copyIn: `COPY ${stage} (${stagedColumns}) FROM STDIN`,
     clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },
@@ -247,6 +235,5 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
     ...(direct ? { direct } : {}),
     discardFrom: `DELETE FROM ${stage} WHERE ${quoteIdent(SEQ)} >= $1`,
-    perRow: { deleteRows: deleteRows(byCtid), upsertRows: upsertRows(byCtid), updateToasted: updateToasted(byCtid) },
   };
 }

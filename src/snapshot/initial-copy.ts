@@ -11,7 +11,7 @@
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { buildApplyTable, publishedColumns } from '../apply/apply-table.ts';
+import { buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
 import { BatchWriter } from '../apply/batch-writer.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
@@ -291,7 +291,7 @@ async function copyChunk(
   try {
     const writer = new BatchWriter(target.client, sync.name);
     const id = `copy_${chunk.index}`;
-    writer.register({ apply: buildApplyTable(id, resolved, columns), tableName: table.name, onError: table.onError, order });
+    writer.register(buildBatchTable(id, resolved, columns, order));
     await writer.begin();
     let rows: number | undefined;
     if (path.direct && !path.fellBack && !(await hasLocalChanges(target, resolved))) {

@@ -10,12 +10,11 @@ import type pg from 'pg';
 import { formatLsn, type Lsn } from './pgoutput-decoder.ts';
 
 export interface HeldChange {
-  readonly op: 'W' | 'D' | 'M' | 'T';
+  /** As staged (W, D, K: see render-apply), or T for a TRUNCATE. */
+  readonly op: 'W' | 'D' | 'K' | 'T';
   readonly unchanged: readonly number[] | null;
   readonly columns: readonly string[];
   readonly values: readonly (Buffer | null)[] | null;
-  /** The old row of a move (M). */
-  readonly oldValues?: readonly (Buffer | null)[];
 }
 
 interface Pending {
@@ -25,15 +24,13 @@ interface Pending {
   readonly u: readonly number[] | null;
   readonly c: readonly string[];
   readonly v: readonly (string | null)[] | null;
-  readonly ov: readonly (string | null)[] | null;
 }
 
 export interface ReplayedChange {
-  readonly op: 'W' | 'D' | 'M' | 'T';
+  readonly op: 'W' | 'D' | 'K' | 'T';
   readonly unchanged: number[] | null;
   readonly columns: string[];
   readonly values: (Buffer | null)[];
-  readonly oldValues: (Buffer | null)[];
 }
 
 /** Held rows written per statement, and read back per page. */
@@ -62,7 +59,7 @@ export class HeldChanges {
   hold(table: string, commitLsn: Lsn, change: HeldChange): Promise<void> | undefined {
     this.pending.push({
       t: table, l: formatLsn(commitLsn), o: change.op, u: change.unchanged, c: change.columns,
-      v: change.values ? text(change.values) : null, ov: change.oldValues ? text(change.oldValues) : null,
+      v: change.values ? text(change.values) : null,
     });
     return this.pending.length >= FLUSH_ROWS ? this.flush() : undefined;
   }
@@ -74,10 +71,10 @@ export class HeldChanges {
     const rows = this.pending;
     this.pending = [];
     await this.session().query(
-      `INSERT INTO syncctl.held_changes (sync_name, table_name, commit_lsn, op, unchanged, columns, vals, old_vals)
-       SELECT $1, r.t, r.l::pg_lsn, r.o::"char", r.u, r.c, r.v, r.ov
-         FROM jsonb_to_recordset($2::jsonb) AS r(t text, l text, o text, u int2[], c text[], v text[], ov text[])`,
-      [this.syncName, JSON.stringify(rows.map((r) => ({ ...r, u: r.u === null ? null : `{${r.u.join(',')}}`, c: pgArray(r.c), v: r.v && pgArray(r.v), ov: r.ov && pgArray(r.ov) })))]);
+      `INSERT INTO syncctl.held_changes (sync_name, table_name, commit_lsn, op, unchanged, columns, vals)
+       SELECT $1, r.t, r.l::pg_lsn, r.o::"char", r.u, r.c, r.v
+         FROM jsonb_to_recordset($2::jsonb) AS r(t text, l text, o text, u int2[], c text[], v text[])`,
+      [this.syncName, JSON.stringify(rows.map((r) => ({ ...r, u: r.u === null ? null : `{${r.u.join(',')}}`, c: pgArray(r.c), v: r.v && pgArray(r.v) })))]);
   }
 
   /** The transaction holding them rolled back. */
@@ -93,12 +90,12 @@ export class HeldChanges {
     let after = 0n;
     let count = 0;
     for (;;) {
-      const { rows } = await this.session().query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null; old_vals: (string | null)[] | null }>(
-        `SELECT h.seq::text AS position, h.op, h.unchanged, h.columns, h.vals, h.old_vals FROM syncctl.held_changes AS h
+      const { rows } = await this.session().query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null }>(
+        `SELECT h.seq::text AS position, h.op, h.unchanged, h.columns, h.vals FROM syncctl.held_changes AS h
           WHERE h.sync_name = $1 AND h.table_name = $2 AND h.seq > $3 AND h.commit_lsn >= $4::pg_lsn ORDER BY h.seq LIMIT ${PAGE_ROWS}`,
         [this.syncName, table, String(after), formatLsn(snapshotLsn)]);
       for (const r of rows) {
-        await apply({ op: r.op as ReplayedChange['op'], unchanged: r.unchanged, columns: r.columns, values: bytes(r.vals), oldValues: bytes(r.old_vals) });
+        await apply({ op: r.op as ReplayedChange['op'], unchanged: r.unchanged, columns: r.columns, values: bytes(r.vals) });
         count++;
       }
       if (rows.length < PAGE_ROWS) break;

@@ -13,8 +13,8 @@
  *
  * A transaction's changes are kept in segments, each with at most one staging table per source
  * table, because the reduction to the last change per key works within one staging table. A new
- * segment starts when a table's shape changes mid-transaction, and after a key move or a TRUNCATE,
- * which run between the segment before them and the one after.
+ * segment starts when a table's shape changes mid-transaction, and after a TRUNCATE, which runs
+ * between the segment before it and the one after.
  */
 import type pg from 'pg';
 import { BatchWriter, type BatchTable } from '../apply/batch-writer.ts';
@@ -31,9 +31,10 @@ export interface StreamedTable {
   readonly define: (id: string) => BatchTable;
 }
 
-type DeferredOp =
-  | { readonly kind: 'move'; readonly key: string; readonly id: string; readonly oldValues: readonly (Buffer | null)[]; readonly newValues: readonly (Buffer | null)[] }
-  | { readonly kind: 'truncate'; readonly tables: readonly { readonly key: string; readonly target: QualifiedName }[] };
+interface DeferredOp {
+  readonly kind: 'truncate';
+  readonly tables: readonly { readonly key: string; readonly target: QualifiedName }[];
+}
 
 interface Part {
   readonly key: string;
@@ -95,22 +96,13 @@ export class StreamedTransactions {
   }
 
   /** Stages one change of transaction `xid` (made by `subXid`, which is `xid` outside subtransactions). */
-  stage(xid: number, subXid: number | undefined, table: StreamedTable, op: 'W' | 'D', unchanged: readonly number[] | null,
+  stage(xid: number, subXid: number | undefined, table: StreamedTable, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null,
     values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const tx = this.transaction(xid);
     const { segment, index, part } = this.segmentFor(tx, table);
     this.mark(tx, subXid, { segment: index, seq: segment.writer.sequence + 1, ops: segment.ops.length });
     tx.changes++;
     return segment.writer.stage(part.id, op, unchanged, values, fromUpdate);
-  }
-
-  /** A key change whose new row leaves TOAST values unchanged: the target row moves to the new key between the changes before and after it. */
-  moveKey(xid: number, subXid: number | undefined, table: StreamedTable, oldValues: readonly (Buffer | null)[], newValues: readonly (Buffer | null)[]): void {
-    const tx = this.transaction(xid);
-    const { segment, index, part } = this.segmentFor(tx, table);
-    this.mark(tx, subXid, { segment: index, seq: segment.writer.sequence + 1, ops: segment.ops.length });
-    segment.ops.push({ kind: 'move', key: table.key, id: part.id, oldValues: [...oldValues], newValues: [...newValues] });
-    segment.closed = true;
   }
 
   truncate(xid: number, subXid: number | undefined, tables: readonly { readonly key: string; readonly target: QualifiedName }[]): void {
@@ -137,10 +129,7 @@ export class StreamedTransactions {
     const keys = new Set<string>();
     for (const segment of this.open.get(xid)?.segments ?? []) {
       for (const key of segment.parts.keys()) keys.add(key);
-      for (const op of segment.ops) {
-        if (op.kind === 'move') keys.add(op.key);
-        else for (const t of op.tables) keys.add(t.key);
-      }
+      for (const op of segment.ops) for (const t of op.tables) keys.add(t.key);
     }
     return keys;
   }
@@ -159,13 +148,7 @@ export class StreamedTransactions {
     for (const segment of tx.segments) {
       for (const part of segment.parts.values()) if (!include(part.key)) segment.writer.forget(part.id);
       await segment.writer.applyStaged(context, { dropping: true });
-      for (const op of segment.ops) {
-        if (op.kind === 'move') {
-          if (include(op.key)) await segment.writer.moveKey(op.id, op.oldValues, op.newValues);
-        } else {
-          await main.truncateTargets(op.tables.filter((t) => include(t.key)).map((t) => t.target));
-        }
-      }
+      for (const op of segment.ops) await main.truncateTargets(op.tables.filter((t) => include(t.key)).map((t) => t.target));
     }
     await this.discard(xid);
   }

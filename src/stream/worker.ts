@@ -10,7 +10,7 @@
  * - Memory is bounded: rows are staged into the target (COPY) in slices; a 1,000,000-row source
  *   transaction is never held whole in memory.
  */
-import { buildApplyTable } from '../apply/apply-table.ts';
+import { buildBatchTable } from '../apply/apply-table.ts';
 import { BatchWriter } from '../apply/batch-writer.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
@@ -83,22 +83,31 @@ interface Route {
   state: string;
 }
 
-/** Runs until the signal aborts; reconnects with exponential backoff when a connection drops. */
+/**
+ * Runs until the signal aborts. A transient error (a connection lost, a deadlock, a lock or
+ * statement timeout, resources) ends the session: its uncommitted batch is rolled back and the
+ * next session starts again from the checkpoint, after a backoff that starts over once a session
+ * has committed something. Nothing is parked for a transient error.
+ */
 export async function runWorker(options: WorkerOptions): Promise<void> {
-  let delay = 500;
+  let delay = RETRY_FIRST_MS;
   for (;;) {
+    let committed = false;
     try {
-      await runSession(options);
+      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } });
       return;
     } catch (error) {
       if (options.signal?.aborted) return;
       if (!isTransient(error)) throw error;
-      options.logger.warn({ err: describe(error), retryInMs: delay }, 'connection lost; reconnecting');
+      if (committed) delay = RETRY_FIRST_MS;
+      options.logger.warn({ err: describe(error), code: (error as { code?: string }).code, retryInMs: delay }, 'transient error; the batch is rolled back and retried');
       await sleep(delay, options.signal);
       delay = Math.min(delay * 2, 30_000);
     }
   }
 }
+
+const RETRY_FIRST_MS = 500;
 
 async function runSession(options: WorkerOptions): Promise<void> {
   const { sync, logger } = options;
@@ -282,10 +291,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
       if (r.id !== '' && writer.open) await writer.applyStaged(context());
       r.id = `${m.relationId}_${++version}`;
       for (const w of writers) {
-        w.register({
-          apply: buildApplyTable(r.id, r.resolved, m.columns.map((c) => c.name)),
-          tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
-        });
+        w.register(buildBatchTable(r.id, r.resolved, m.columns.map((c) => c.name), r.order));
       }
     };
 
@@ -348,10 +354,9 @@ async function runSession(options: WorkerOptions): Promise<void> {
         if (current?.columns !== columns) {
           if (current) await writer.applyStaged(context());
           current = { columns, id: `held_${++version}` };
-          writer.register({ apply: buildApplyTable(current.id, r.resolved, c.columns), tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order });
+          writer.register(buildBatchTable(current.id, r.resolved, c.columns, r.order));
         }
-        if (c.op === 'M') await writer.moveKey(current.id, c.oldValues, c.values);
-        else if (c.op === 'T') await writer.truncate([current.id], context());
+        if (c.op === 'T') await writer.truncate([current.id], context());
         else await writer.stage(current.id, c.op, c.unchanged, c.values);
       });
       await writer.applyStaged(context());
@@ -391,10 +396,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         const relation = r.relation!;
         t = {
           key: tableKey(r.resolved.table.source), shapeId: r.id,
-          define: (id) => ({
-            apply: buildApplyTable(id, r.resolved, relation.columns.map((c) => c.name)),
-            tableName: r.resolved.table.name, onError: r.resolved.table.onError, order: r.order,
-          }),
+          define: (id) => buildBatchTable(id, r.resolved, relation.columns.map((c) => c.name), r.order),
         };
         shapes.set(r, t);
       }
@@ -471,7 +473,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
           // A table still being copied: its changes are held until the copy is done.
           const holding = xid === undefined && r.state !== 'streaming';
           const columns = () => r.relation!.columns.map((c) => c.name);
-          const stage = (op: 'W' | 'D', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
+          const stage = (op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
             if (holding) return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: columns(), values });
             const fromUpdate = m.tag === 'update';
             return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
@@ -479,21 +481,18 @@ async function runSession(options: WorkerOptions): Promise<void> {
           };
           // stage() returns a promise only when it had to write: awaiting undefined costs a tick per change.
           if (m.tag === 'insert') {
-            const p = stage('W', null, m.newTuple as (Buffer | null)[]);
+            // An INSERT can carry unchanged TOAST values: an UPDATE that a publication row filter
+            // turned into an INSERT (the old row did not pass the filter, the new one does).
+            const { values, unchanged } = fillUnchanged(m.newTuple, undefined);
+            const p = stage('W', unchanged, values);
             if (p) await p;
           } else if (m.tag === 'update') {
-            // The old row (key changed, or REPLICA IDENTITY FULL) first: the key it carries is deleted
-            // unless the new row, staged after it, writes the same key again.
+            // The old row (key changed, or REPLICA IDENTITY FULL) first, as K: source order applies
+            // the pair as one UPDATE of the row with the old key; the set form deletes the old key
+            // unless the new row, staged right after it, writes the same key again.
             const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
-            // The key changed and some TOAST values did not: they exist only in the target row under
-            // the old key, so that row moves to the new key before the new values are applied.
-            if (m.oldKind === 'K' && unchanged) {
-              if (holding) await held.hold(r.resolved.table.name, finalLsn, { op: 'M', unchanged: null, columns: columns(), values, oldValues: withoutUnchanged(m.oldTuple!) });
-              else if (xid === undefined) await writer.moveKey(r.id, withoutUnchanged(m.oldTuple!), values);
-              else streamed.moveKey(xid, m.xid, streamedTable(r), withoutUnchanged(m.oldTuple!), values);
-            }
             if (m.oldTuple) {
-              const p = stage('D', null, withoutUnchanged(m.oldTuple));
+              const p = stage('K', null, withoutUnchanged(m.oldTuple));
               if (p) await p;
             }
             const p = stage('W', unchanged, values);
@@ -705,11 +704,16 @@ function fillUnchanged(tuple: Tuple, old: Tuple | undefined): { values: (Buffer 
   return { values, unchanged };
 }
 
-function isTransient(error: unknown): boolean {
+/**
+ * Errors that say nothing about the rows: connection loss, and SQLSTATE classes 08 (connection),
+ * 40 (serialization failure, deadlock), 53 (insufficient resources), 57 (operator intervention:
+ * cancel, shutdown), 58 (system error), and 55P03 (lock not available).
+ */
+export function isTransient(error: unknown): boolean {
   if (error instanceof SyncctlError) return error.code === 'CONNECTION_FAILED';
   const code = (error as { code?: string }).code ?? '';
   const message = error instanceof Error ? error.message : '';
-  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08006', '08003', '08001'].includes(code) ||
+  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '55P03'].includes(code) || /^(08|40|53|57|58)/.test(code) ||
     /Connection terminated|terminating connection|server closed the connection/i.test(message);
 }
 

@@ -32,8 +32,8 @@ afterAll(async () => {
 
 test('150 batches, small and large, repeated keys and deletes: the target holds the last change; the staging stays small', async () => {
   const writer = new BatchWriter(client, 'w');
-  writer.register({ apply: items, tableName: 'items', onError: 'park', order: 0 });
-  writer.register({ apply: { ...items, id: 'tags', target: { schema: 'public', name: 'tags' } }, tableName: 'tags', onError: 'park', order: 1 });
+  writer.register({ apply: items, tableName: 'items', onError: 'park', order: 0, strategy: 'source-wins' });
+  writer.register({ apply: { ...items, id: 'tags', target: { schema: 'public', name: 'tags' } }, tableName: 'tags', onError: 'park', order: 1, strategy: 'source-wins' });
   const expected = new Map<number, number>();
   const b = (n: number) => Buffer.from(String(n));
   let seq = 0;
@@ -77,7 +77,7 @@ test('a large slice of source UPDATEs updates the rows that exist and inserts on
     CREATE TRIGGER count_insert BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION count_insert()`);
   const accounts: ApplyTable = { ...items, id: 'accounts', target: { schema: 'public', name: 'accounts' }, exactKeys: true };
   const writer = new BatchWriter(client, 'w');
-  writer.register({ apply: accounts, tableName: 'accounts', onError: 'park', order: 0 });
+  writer.register({ apply: accounts, tableName: 'accounts', onError: 'park', order: 0, strategy: 'source-wins' });
   const b = (n: number) => Buffer.from(String(n));
   const inserted = async () => (await dbs().target.query<{ n: number }>('SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM inserts_seen')).rows[0]!.n;
 
@@ -118,7 +118,7 @@ test('small batches run statements prepared once per session; a rejected row sti
   await session.connect();
   try {
     const writer = new BatchWriter(session, 'w');
-    writer.register({ apply: { ...items, id: 'small', target: { schema: 'public', name: 'small' } }, tableName: 'small', onError: 'park', order: 0 });
+    writer.register({ apply: { ...items, id: 'small', target: { schema: 'public', name: 'small' } }, tableName: 'small', onError: 'park', order: 0, strategy: 'source-wins' });
     const b = (n: number) => Buffer.from(String(n));
     const preparedCount = async () => (await session.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_prepared_statements')).rows[0]!.n;
     const expected = new Map<number, number>();

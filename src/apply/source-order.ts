@@ -1,0 +1,174 @@
+/**
+ * Source-order apply: every staged change of a slice, across its tables, applied one by one in
+ * the order the source made them, exactly as Postgres's own apply worker does. This is the
+ * definition the set-based statements of render-apply are an optimization of; the batch writer
+ * falls back to it for any slice whose set form is not provably the same, or fails.
+ *
+ * Pure: the slice's tables in, one DO block out. The block walks the union of the stages ordered
+ * by sequence number and, per change:
+ *   D  deletes the row with the old key;
+ *   K  (the old row of a source UPDATE) is remembered: the W staged right after it is the new row,
+ *      and the pair updates the target row in place, key columns included, as a native UPDATE
+ *      would (foreign keys with ON UPDATE actions see a key change, not a delete and an insert);
+ *   W  upserts the mapped row; a row the worker-side filter rejects is deleted; a write with
+ *      unchanged TOAST columns updates the target row and keeps the target's values of the
+ *      columns computed only from them.
+ * `careful`: each change runs in its own subtransaction; one that fails because of the row itself
+ * (SQLSTATE classes 22 and 23, or an exception raised by a user's function) is parked in
+ * sync_conflicts as `apply_error` with its own transaction's position, and the walk goes on; any
+ * other error (a deadlock, a lock timeout, a cancel, resources, a connection) aborts the block,
+ * so the batch is retried and nothing is parked for it.
+ */
+import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
+import { KEEP, OP, SEQ, UNCHANGED, stageTableName, type ApplyTable } from './render-apply.ts';
+
+export interface SourceOrderTable {
+  readonly apply: ApplyTable;
+  /** The spec's table name, for sync_conflicts. */
+  readonly tableName: string;
+  /** The table's conflict strategy, recorded with what is parked. */
+  readonly strategy: string;
+  /** `stop`: a row at fault is not parked; the error ends the block (and the worker). */
+  readonly onError: 'park' | 'stop';
+}
+
+/** Where each source transaction of the slice begins: changes with seq >= fromSeq belong to it. */
+export interface TransactionMark {
+  readonly fromSeq: number;
+  readonly lsn: string | null;
+  readonly commitTime: string | null;
+}
+
+/** Errors that are the row's own fault: data exceptions, integrity violations, a user function's RAISE. */
+export const ROW_FAULT_SQLSTATE = /^(22|23|P0001)/;
+
+// plpgsql variables, named so that no source or target column can be taken for them.
+const C = 'syncctl$c';
+const N = 'syncctl$n';
+const O = 'syncctl$o';
+const K = 'syncctl$k';
+const KEYJ = 'syncctl$key';
+const TX = 'syncctl$tx';
+const INTERNALS = `ARRAY[${[SEQ, OP, UNCHANGED].map(quoteLiteral).join(', ')}]`;
+
+export function renderSourceOrder(syncName: string, tables: readonly SourceOrderTable[], marks: readonly TransactionMark[], careful: boolean): string {
+  const union = tables.map((t, i) =>
+    `SELECT ${i} AS t, ${quoteIdent(SEQ)} AS seq, ${quoteIdent(OP)} AS op, ${quoteIdent(UNCHANGED)} AS unchanged, ctid AS id FROM ${stageTableName(t.apply)}`)
+    .join(' UNION ALL ');
+  const array = (values: readonly (string | number | null)[], type: string) =>
+    `${quoteLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${String(v)}"`)).join(',')}}`)}::${type}[]`;
+  const ordered = marks.length > 0 ? marks : [{ fromSeq: 0, lsn: null, commitTime: null }];
+  const branches = tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${renderTable(syncName, t)}`).join('\n');
+  const body = careful
+    ? `BEGIN\n${branches}\nEND IF;\nEXCEPTION WHEN OTHERS THEN\n` +
+      // The pair K+W is one change: a K whose W fails is consumed with it.
+      `${K} := NULL;\nIF SQLSTATE !~ '${ROW_FAULT_SQLSTATE.source}' THEN RAISE; END IF;\n` +
+      tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${t.onError === 'stop' ? 'RAISE;' : park(syncName, t, 'SQLERRM')}`).join('\n') +
+      '\nEND IF;\nEND;'
+    : `${branches}\nEND IF;`;
+  return `DO $syncctl$
+#variable_conflict use_column
+DECLARE
+  ${C} record;
+  ${N} record;
+  ${O} record;
+  ${K} tid;
+  ${KEYJ} jsonb;
+  ${TX} int := 1;
+  syncctl$seqs bigint[] := ${array(ordered.map((m) => m.fromSeq), 'bigint')};
+  syncctl$lsns pg_lsn[] := ${array(ordered.map((m) => m.lsn), 'pg_lsn')};
+  syncctl$times timestamptz[] := ${array(ordered.map((m) => m.commitTime), 'timestamptz')};
+BEGIN
+FOR ${C} IN SELECT * FROM (${union}) AS changes ORDER BY seq LOOP
+WHILE ${TX} < cardinality(syncctl$seqs) AND syncctl$seqs[${TX} + 1] <= ${C}.seq LOOP ${TX} := ${TX} + 1; END LOOP;
+${body}
+END LOOP;
+END
+$syncctl$`;
+}
+
+/** The statements for one change of one table (`${C}` is the change: t, seq, op, unchanged, id). */
+function renderTable(syncName: string, t: SourceOrderTable): string {
+  const table = t.apply;
+  const stage = stageTableName(table);
+  const target = quoteQualified(table.target);
+  const keyCols = table.key.map(quoteIdent);
+  const nonKey = table.columns.filter((c) => !table.key.includes(c.target));
+  const positions = new Map(table.staged.map((c, i) => [c.name, i + 1]));
+  const positionsOf = (names: readonly string[]) => names.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
+  const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
+  const mapped = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
+  const keyExpr = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
+  const byId = (id: string) => `FROM ${stage} WHERE ctid = ${id}`;
+  const keyMatch = (rec: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${rec}.${quoteIdent(k)}`).join(' AND ');
+  const col = (c: string) => `${N}.${quoteIdent(c)}`;
+  const unchangedHas = (reads: readonly number[]) => `${C}.unchanged @> '{${reads.join(',')}}'::int2[]`;
+  const unchangedOverlaps = (reads: readonly number[]) => `${C}.unchanged && '{${reads.join(',')}}'::int2[]`;
+  // A column whose mapping reads only unchanged TOAST values is unchanged itself: the target keeps its value.
+  const toastedValue = (c: ApplyTable['columns'][number]) => {
+    const reads = positionsOf(c.reads);
+    return reads.length === 0 ? col(c.target) : `CASE WHEN ${unchangedHas(reads)} THEN t.${quoteIdent(c.target)} ELSE ${col(c.target)} END`;
+  };
+  const insertCols = table.columns.map((c) => quoteIdent(c.target));
+  const onConflict = nonKey.length === 0
+    ? 'DO NOTHING'
+    : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
+  const upsert = `INSERT INTO ${target} AS t (${insertCols.join(', ')}) VALUES (${table.columns.map((c) => col(c.target)).join(', ')}) ` +
+    `ON CONFLICT (${keyCols.join(', ')}) ${onConflict};`;
+  const deleteKey = (rec: string) => `DELETE FROM ${target} AS t WHERE ${keyMatch(rec)};`;
+  const updateToasted = (where: string, withKey: boolean) => {
+    const sets = [...(withKey ? table.key.map((k) => `${quoteIdent(k)} = ${col(k)}`) : []), ...nonKey.map((c) => `${quoteIdent(c.target)} = ${toastedValue(c)}`)];
+    return sets.length === 0 ? `PERFORM 1 FROM ${target} AS t WHERE ${where};` : `UPDATE ${target} AS t SET ${sets.join(', ')} WHERE ${where};`;
+  };
+  const updatePlain = (where: string) =>
+    `UPDATE ${target} AS t SET ${table.columns.map((c) => `${quoteIdent(c.target)} = ${col(c.target)}`).join(', ')} WHERE ${where};`;
+
+  // Unchanged TOAST values are not in the stream: a column reading one of them together with a
+  // changed column, or a filter reading one, cannot be computed without the old row.
+  const partial = nonKey.map((c) => positionsOf(c.reads)).filter((reads) => reads.length > 0)
+    .map((reads) => `(${unchangedOverlaps(reads)} AND NOT ${unchangedHas(reads)})`);
+  const filterReads = table.workerFilter !== undefined ? positionsOf(table.filterReads ?? []) : [];
+  const incomputable = [...(filterReads.length > 0 ? [unchangedOverlaps(filterReads)] : []), ...partial];
+  const unchangedNames = `array_to_string(ARRAY(SELECT (ARRAY[${table.staged.map((c) => quoteLiteral(c.name)).join(', ')}]::text[])[p] ` +
+    `FROM unnest(${C}.unchanged) AS p), ', ')`;
+  const reasonPartial = `'the mapping or row filter reads TOAST column(s) ' || ${unchangedNames} || ' that the update left unchanged, together ` +
+    `with changed columns; the stream does not carry unchanged TOAST values: set replicaIdentity: ''full'' on this table so that updates log the whole old row'`;
+  const reasonMissing = `'the update leaves TOAST column(s) ' || ${unchangedNames} || ' unchanged, which the stream does not carry, ` +
+    `and the target has no row with this key to keep them from'`;
+  const parkHere = (reason: string) => (t.onError === 'stop'
+    ? `RAISE EXCEPTION '%', ${quoteLiteral(`${syncName}.${t.tableName}: cannot apply the row: `)} || ${reason} USING ERRCODE = '22000';`
+    : park(syncName, t, reason));
+
+  // A write with unchanged TOAST columns: `where` finds the row to keep their values from.
+  const toastedWrite = (where: string, withKey: boolean, notKept: string) =>
+    `${incomputable.length > 0 ? `IF ${incomputable.join(' OR ')} THEN\n${parkHere(reasonPartial)}\nELSIF` : 'IF'} NOT ${N}.${quoteIdent(KEEP)} THEN\n${notKept}\n` +
+    `ELSE\n${updateToasted(where, withKey)}\nIF NOT FOUND THEN\n${parkHere(reasonMissing)}\nEND IF;\nEND IF;`;
+  const write = `SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} INTO ${N} ${byId(`${C}.id`)};\n` +
+    `IF ${K} IS NOT NULL THEN\n` +
+    // The new row of an UPDATE: the target row with the old key becomes it.
+    `SELECT ${keyExpr.join(', ')} INTO ${O} ${byId(K)};\n${K} := NULL;\n` +
+    `IF ${C}.unchanged IS NULL THEN\n` +
+    `IF NOT ${N}.${quoteIdent(KEEP)} THEN\n${deleteKey(O)}\n${deleteKey(N)}\n` +
+    `ELSE\n${updatePlain(keyMatch(O))}\nIF NOT FOUND THEN\n${upsert}\nEND IF;\nEND IF;\n` +
+    `ELSE\n${toastedWrite(keyMatch(O), true, `${deleteKey(O)}\n${deleteKey(N)}`)}\nEND IF;\n` +
+    `ELSIF ${C}.unchanged IS NULL THEN\n` +
+    `IF ${N}.${quoteIdent(KEEP)} THEN\n${upsert}\nELSE\n${deleteKey(N)}\nEND IF;\n` +
+    `ELSE\n${toastedWrite(keyMatch(N), false, deleteKey(N))}\nEND IF;`;
+  return `IF ${C}.op = 'K' THEN\n${K} := ${C}.id;\n` +
+    `ELSIF ${C}.op = 'D' THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\n${deleteKey(O)}\n` +
+    `ELSE\n${write}\nEND IF;`;
+}
+
+/** Parks the current change as an apply_error, with its own transaction's position and the table's strategy. */
+function park(syncName: string, t: SourceOrderTable, reason: string): string {
+  const table = t.apply;
+  const stage = stageTableName(table);
+  const keyExpr = table.key.map((k) => `${quoteLiteral(k)}, (${table.columns.find((c) => c.target === k)!.expression})`);
+  const rawKey = `to_jsonb(s) - ${INTERNALS}`;
+  // The key as the target knows it; the source row when the key's mapping itself fails.
+  return `BEGIN\nSELECT jsonb_build_object(${keyExpr.join(', ')}) INTO ${KEYJ} FROM ${stage} WHERE ctid = ${C}.id;\n` +
+    `EXCEPTION WHEN OTHERS THEN ${KEYJ} := (SELECT ${rawKey} FROM ${stage} AS s WHERE ctid = ${C}.id);\nEND;\n` +
+    `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
+    `SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, 'apply_error', ${KEYJ}, ${rawKey}, syncctl$lsns[${TX}], syncctl$times[${TX}], ` +
+    `${quoteLiteral(t.strategy)}, 'pending', ${reason} FROM ${stage} AS s WHERE ctid = ${C}.id;`;
+}
