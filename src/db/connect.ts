@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { SyncctlError } from '../errors.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
+import { pinOutputSettings } from './output-settings.ts';
 
 export type Side = 'source' | 'target';
 
@@ -34,6 +35,16 @@ export async function connect(side: Side, connectionString: string, applicationN
     throw new SyncctlError('CONNECTION_FAILED', `cannot connect to the ${side} database ${description}: ${scrub(error, secret)}`, {
       details: { side, database: description },
     });
+  }
+  // Source text reaches the target (the copy's COPY, row filters deparsed and sent back): it must
+  // not depend on the source database's own DateStyle, IntervalStyle or extra_float_digits.
+  if (side === 'source') {
+    try {
+      await pinOutputSettings(client);
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw withoutSecret(error, secret);
+    }
   }
   return {
     side,

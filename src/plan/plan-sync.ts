@@ -4,6 +4,7 @@
  */
 import { analyzeMapping, type MappingAnalysis } from '../catalog/analyze-mapping.ts';
 import { tableKey, type TableFacts } from '../catalog/facts.ts';
+import { observeMonetary } from '../catalog/observe-monetary.ts';
 import { observeSource, type SourceCatalog } from '../catalog/observe-source.ts';
 import { observeTarget, type TargetCatalog } from '../catalog/observe-target.ts';
 import { probeRowFilter } from '../catalog/probe-row-filter.ts';
@@ -12,6 +13,7 @@ import { SyncctlError, type Problem } from '../errors.ts';
 import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
 import { formatQualifiedName, parseQualifiedName, type QualifiedName } from '../sql/quote.ts';
 import type { Change } from './change.ts';
+import { monetaryProblems } from './check-monetary.ts';
 import { decideSourceTable, type SourceTableDecision } from './decide-source-table.ts';
 import { destroySync, diffSync, type SyncState } from './diff-sync.ts';
 import { listMigrations } from './migrations.ts';
@@ -118,6 +120,10 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
       table, key: checked.key, decision, columnsRead: checked.mapping?.columnsRead ?? new Map(), whereColumnsRead: checked.whereColumnsRead,
       stagingTypes: checked.mapping?.stagingTypes ?? new Map(), sourceFacts, targetFacts,
     });
+  }
+  if (resolved.size > 0) {
+    const sourceMonetary = await observeMonetary(db.source, [...resolved.values()].map((r) => r.sourceFacts.oid));
+    problems.push(...monetaryProblems(sync, resolved.values(), sourceMonetary, await observeMonetary(db.target, [])));
   }
   if (problems.length > 0) {
     throw new SyncctlError('CATALOG_MISMATCH', `${sync.name}: the spec does not fit the live databases`, { problems });

@@ -9,6 +9,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import { SyncctlError } from '../errors.ts';
+import { pinOutputSettings } from '../db/output-settings.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
 import { quoteIdent, quoteLiteral } from '../sql/quote.ts';
 import { formatLsn, type Lsn } from './pgoutput-decoder.ts';
@@ -94,10 +95,17 @@ export class ReplicationStream {
       throw new SyncctlError('CONNECTION_FAILED', `cannot open a replication connection to ${describeConnection(connectionString)}: ` +
         redactSecrets(error instanceof Error ? error.message : String(error), secret ? [secret] : []));
     }
-    if (options.decodingWorkMemKb !== undefined) {
-      // A logical walsender also runs plain SQL; the setting is read by its decoder as it goes.
-      await client.query(`SELECT set_config('logical_decoding_work_mem', ${quoteLiteral(`${Math.floor(options.decodingWorkMemKb)}kB`)}, false) ` +
-        `FROM pg_settings WHERE name = 'logical_decoding_work_mem' AND setting::bigint > ${Math.floor(options.decodingWorkMemKb)}`);
+    try {
+      // pgoutput prints every column with this walsender's settings: pinned as the target reads them.
+      await pinOutputSettings(client);
+      if (options.decodingWorkMemKb !== undefined) {
+        // A logical walsender also runs plain SQL; the setting is read by its decoder as it goes.
+        await client.query(`SELECT set_config('logical_decoding_work_mem', ${quoteLiteral(`${Math.floor(options.decodingWorkMemKb)}kB`)}, false) ` +
+          `FROM pg_settings WHERE name = 'logical_decoding_work_mem' AND setting::bigint > ${Math.floor(options.decodingWorkMemKb)}`);
+      }
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw error;
     }
     const pluginOptions = [
       `proto_version ${quoteLiteral(String(options.protoVersion ?? 1))}`,
