@@ -42,6 +42,12 @@ export interface UniqueIndexFacts {
   readonly primary: boolean;
   /** Postgres accepts it for REPLICA IDENTITY USING INDEX: unique, not partial, not deferrable, no expressions, columns NOT NULL. */
   readonly usableAsIdentity: boolean;
+  /** A DEFERRABLE constraint's index (absent: not deferrable); ON CONFLICT cannot use it as an arbiter. */
+  readonly deferrable?: boolean;
+  /** Has a predicate (absent: not partial); it is unique only among the rows the predicate selects. */
+  readonly partial?: boolean;
+  /** false for an index a failed CREATE INDEX CONCURRENTLY left behind (absent: valid). */
+  readonly valid?: boolean;
 }
 
 export type ReplicaIdentity = 'default' | 'nothing' | 'full' | 'index';

@@ -39,9 +39,10 @@ export async function observeTables(db: Connection, names: readonly QualifiedNam
      ORDER BY a.attrelid, a.attnum`, [oids]);
 
   const { rows: indexes } = await db.query<{
-    oid: number; name: string; columns: string[]; primary: boolean; usable: boolean;
+    oid: number; name: string; columns: string[]; primary: boolean; usable: boolean; deferrable: boolean; partial: boolean; valid: boolean;
   }>(`
     SELECT i.indrelid::int AS oid, ic.relname AS name, i.indisprimary AS primary,
+           NOT i.indimmediate AS deferrable, i.indpred IS NOT NULL AS partial, i.indisvalid AS valid,
            array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns,
            (i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indisvalid AND
@@ -49,7 +50,7 @@ export async function observeTables(db: Connection, names: readonly QualifiedNam
                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                          WHERE NOT a.attnotnull)) AS usable
       FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-     WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+     WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND i.indexprs IS NULL
            AND 0 <> ALL (i.indkey::int2[])
      ORDER BY i.indisprimary DESC, ic.relname`, [oids]);
 
@@ -60,6 +61,7 @@ export async function observeTables(db: Connection, names: readonly QualifiedNam
     }));
     const uniques: UniqueIndexFacts[] = indexes.filter((i) => i.oid === t.oid).map((i) => ({
       name: i.name, columns: i.columns, primary: i.primary, usableAsIdentity: i.usable,
+      deferrable: i.deferrable, partial: i.partial, valid: i.valid,
     }));
     const primaryKey = uniques.find((u) => u.primary)?.columns ?? [];
     const replicaIdentity = identityOf(t.relreplident);

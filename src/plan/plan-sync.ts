@@ -5,6 +5,7 @@
 import { analyzeMapping, type MappingAnalysis } from '../catalog/analyze-mapping.ts';
 import { tableKey, type TableFacts } from '../catalog/facts.ts';
 import { observeMonetary } from '../catalog/observe-monetary.ts';
+import { keyColumnsNeverNull } from '../catalog/prove-key-not-null.ts';
 import { observeSource, type SourceCatalog } from '../catalog/observe-source.ts';
 import { observeTarget, type TargetCatalog } from '../catalog/observe-target.ts';
 import { probeRowFilter } from '../catalog/probe-row-filter.ts';
@@ -13,6 +14,7 @@ import { SyncctlError, type Problem } from '../errors.ts';
 import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
 import { formatQualifiedName, parseQualifiedName, type QualifiedName } from '../sql/quote.ts';
 import type { Change } from './change.ts';
+import { keyIndexProblem } from './check-key-index.ts';
 import { monetaryProblems } from './check-monetary.ts';
 import { decideSourceTable, type SourceTableDecision } from './decide-source-table.ts';
 import { destroySync, diffSync, type SyncState } from './diff-sync.ts';
@@ -161,10 +163,15 @@ async function checkMappedTable(
   target: Connection, sync: LoadedSync, table: LoadedTable, sourceFacts: TableFacts, targetFacts: TableFacts,
   at: (path: string, message: string) => void,
 ): Promise<CheckedTable | undefined> {
-  const keyProblem = keyIndexProblem(table.key, targetFacts);
-  if (keyProblem) at('key', keyProblem);
   const analysis = await analyzeMapping(target, sync, table, sourceFacts, targetFacts);
   for (const p of analysis.problems) at(p.path!.slice(`tables.${table.name}.`.length), p.message);
+  // A nullable key column is fine where the row filter keeps NULL keys out; until the mapping
+  // itself is sound, nothing is said about it.
+  const nullable = table.key.filter((k) => !targetFacts.columns.find((c) => c.name === k)?.notNull);
+  const neverNull = analysis.problems.length > 0 ? table.key
+    : await keyColumnsNeverNull(target, table, sourceFacts, analysis.stagingTypes, nullable);
+  const keyProblem = keyIndexProblem(table.key, targetFacts, { upsert: true, neverNull });
+  if (keyProblem) at('key', keyProblem);
   if (keyProblem || analysis.problems.length > 0) return undefined;
   // Generated source columns are not in the stream (syncctl publishes stored columns only), nor
   // in the copy, which reads what the stream carries: a mapping cannot read them.
@@ -209,20 +216,12 @@ function checkNativeTable(
     at('key', `${formatQualifiedName(table.target)} has no primary key; give key: [...] backed by a unique index`);
     ok = false;
   } else if (table.key.length > 0) {
-    const problem = keyIndexProblem(table.key, targetFacts);
+    const problem = keyIndexProblem(table.key, targetFacts, { upsert: false });
     if (problem) { at('key', problem); ok = false; }
   }
   if (!ok) return undefined;
   // Native tables publish every column; the columns their filter reads come from the source probe.
   return { key, keyColumnsRead: [], columnsRead: [], whereColumnsRead: [] };
-}
-
-function keyIndexProblem(key: readonly string[], facts: TableFacts): string | undefined {
-  const wanted = new Set(key);
-  const backed = facts.uniqueIndexes.some((i) => i.columns.length === wanted.size && i.columns.every((c) => wanted.has(c)));
-  if (backed) return undefined;
-  return `no primary key or unique index on ${formatQualifiedName(facts.name)} covers exactly (${key.join(', ')}); ` +
-    `the key must identify one target row: CREATE UNIQUE INDEX ON ${formatQualifiedName(facts.name)} (${key.join(', ')})`;
 }
 
 function uniqueNames(names: readonly QualifiedName[]): QualifiedName[] {
