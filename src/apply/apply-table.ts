@@ -7,28 +7,33 @@ import type { ApplyTable } from './render-apply.ts';
  * The set-based apply shape of a resolved table, for source columns delivered in `stagedColumns`
  * order (the stream's Relation message, or the initial copy's column list).
  */
-export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[]): ApplyTable {
+export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], options: { asText?: boolean } = {}): ApplyTable {
   const { table, decision } = resolved;
+  const staged = stagedColumns.map((name) => {
+    const stagingType = resolved.stagingTypes.get(name) ?? 'text';
+    // `asText`: the target rejected a value while staging: every column goes in as text and is cast where the mapping reads it.
+    return options.asText && stagingType !== 'text' ? { name, stagingType: 'text', castTo: stagingType } : { name, stagingType };
+  });
   return {
     id,
     target: table.target,
     key: resolved.key,
     columns: table.columns.map((c) => ({ target: c.target, expression: c.expression, reads: resolved.columnsRead.get(c.target) ?? [] })),
     ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where, filterReads: resolved.whereColumnsRead } : {}),
-    staged: stagedColumns.map((name) => ({ name, stagingType: resolved.stagingTypes.get(name) ?? 'text' })),
+    staged,
     tracked: table.mode === 'mapped',
-    ...keySources(resolved, stagedColumns),
+    ...keySources(resolved, stagedColumns, options.asText === true),
   };
 }
 
 /** The batch writer's view of a resolved table: its apply shape, and what a parked change records of it. */
-export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number): BatchTable {
+export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number, options: { asText?: boolean } = {}): BatchTable {
   const { table } = resolved;
-  return { apply: buildApplyTable(id, resolved, stagedColumns), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy };
+  return { apply: buildApplyTable(id, resolved, stagedColumns, options), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy };
 }
 
 /** Each target key column a bare reference to one staged source column: repeated keys are visible while staging. */
-function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): { keySources?: string[]; exactKeys?: boolean } {
+function keySources(resolved: ResolvedTable, stagedColumns: readonly string[], asText: boolean): { keySources?: string[]; exactKeys?: boolean } {
   const sources: string[] = [];
   for (const key of resolved.key) {
     const column = resolved.table.columns.find((c) => c.target === key);
@@ -39,7 +44,7 @@ function keySources(resolved: ResolvedTable, stagedColumns: readonly string[]): 
     sources.push(reads[0]!);
   }
   // Integers and uuid compare by identity: two distinct staged keys of the target's own type are two target keys.
-  const exact = sources.every((source, i) => {
+  const exact = !asText && sources.every((source, i) => {
     const type = resolved.stagingTypes.get(source);
     return type !== undefined && EXACT_KEY_TYPES.has(type) && resolved.targetFacts.columns.find((c) => c.name === resolved.key[i])?.type === type;
   });

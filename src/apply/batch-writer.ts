@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
+import { isUtf8 } from 'node:buffer';
 import { SyncctlError } from '../errors.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
@@ -117,6 +118,8 @@ export class BatchWriter {
   private pendingRows = 0;
   /** A COPY into a stage still running (see copyOut). */
   private inflight: Promise<void> | undefined;
+  /** The table whose rows that COPY carries. */
+  private inflightTable: TableState | undefined;
   /** Staging rows removed by DELETE since the last VACUUM. */
   private deleted = 0;
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
@@ -238,9 +241,13 @@ export class BatchWriter {
     // A stage-only writer (a streamed transaction's) never commits in one round trip: no literals.
     if (this.small && this.applyEveryRows !== Infinity) {
       let literal = `(${seq},'${op}',${positions === null ? 'NULL' : `'${positions}'`}`;
-      for (const v of values) literal += v === null ? ',NULL' : `,'${v.toString('utf8').replaceAll("'", "''")}'`;
+      for (const v of values) {
+        // Bytes that are not UTF-8 go by COPY, as they are: the target says whether it takes them (never replaced).
+        if (v !== null && !isUtf8(v)) { this.dropSmall(); break; }
+        literal += v === null ? ',NULL' : `,'${v.toString('utf8').replaceAll("'", "''")}'`;
+      }
       literal += ')';
-      state.literals.push(literal);
+      if (this.small) state.literals.push(literal);
       this.smallBytes += literal.length;
       if (++this.smallRows > SMALL_ROWS || this.smallBytes > SMALL_BYTES) this.dropSmall();
     }
@@ -291,7 +298,7 @@ export class BatchWriter {
     if (pending.length === 0) return;
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
-    if (pending.every((s) => this.provable(s))) {
+    if (this.provable(pending)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
         if (pending.some((s) => s.toasted)) {
@@ -316,15 +323,18 @@ export class BatchWriter {
   }
 
   /**
-   * The set statements give the source-order result for a table's slice unless a write leaves
-   * TOAST values unchanged and its key occurs twice (the reduction keeps only the last change,
-   * whose unchanged values may come from an earlier one in the slice) or a key change leaves
-   * them unchanged (they exist only under the old key, which the set form deletes first).
-   * Foreign keys and other constraints need no rule here: the set form never commits a result
-   * that violates one, and when it fails, source order runs.
+   * The set statements give the source-order result unless a write leaves TOAST values unchanged
+   * and (a) its key occurs twice in the slice (the reduction keeps only the last change, whose
+   * unchanged values may come from an earlier one), (b) it is a key change (the values exist only
+   * under the old key, which the set form deletes first), or (c) the slice deletes rows (a delete
+   * cascading on the target could remove the row the write keeps its values from before, not
+   * after, the write). Otherwise constraints need no rule here: the set form never commits a
+   * result that violates one, and when it fails, source order runs.
    */
-  private provable(state: TableState): boolean {
-    return !state.sourceOrder && !(state.toasted && state.repeated);
+  private provable(pending: readonly TableState[]): boolean {
+    if (pending.some((s) => s.sourceOrder)) return false;
+    if (!pending.some((s) => s.toasted)) return true;
+    return pending.every((s) => !(s.toasted && s.repeated) && !s.deletes);
   }
 
   /** Set-based, for a slice with unchanged TOAST values: statement by statement (the park statement takes parameters). */
@@ -559,7 +569,7 @@ export class BatchWriter {
       } catch {
         // It failed before the savepoint (staging the rows): nothing of the batch is applied.
         await this.rollback();
-        throw error;
+        throw this.stagingError(error, pending);
       }
       await this.applyInSourceOrder(pending, checkpoint, true);
       return this.commitTail(checkpoint, []);
@@ -659,15 +669,36 @@ export class BatchWriter {
       const running = pipeline(Readable.from(data), sink);
       running.catch(() => {});
       this.inflight = running;
+      this.inflightTable = state;
     }
     if (!options.background) await this.settle();
   }
 
-  /** Waits for the COPY running in the background, if any; throws its error. */
+  /** Waits for the COPY running in the background, if any; throws its error (a value the target rejects as STAGING_REJECTED). */
   private async settle(): Promise<void> {
     const running = this.inflight;
     if (running === undefined) return;
+    const state = this.inflightTable!;
     this.inflight = undefined;
-    await running;
+    this.inflightTable = undefined;
+    try {
+      await running;
+    } catch (error) {
+      throw this.stagingError(error, [state]);
+    }
+  }
+
+  /**
+   * A data error while staging (an enum label or a domain the target does not accept) is no
+   * row's fault yet: the stage's typed column refused it before any mapping ran. The caller
+   * stages those tables as text and applies the batch again, where the cast fails for that row alone.
+   */
+  private stagingError(error: unknown, states: readonly TableState[]): unknown {
+    const code = (error as { code?: string }).code ?? '';
+    if (!ROW_FAULT_SQLSTATE.test(code)) return error;
+    const tables = states.map((s) => s.table.tableName);
+    return new SyncctlError('STAGING_REJECTED', `${this.syncName}: the target rejected a value while staging ${tables.join(', ')}: ${(error as Error).message}`, {
+      details: { tables }, cause: error,
+    });
   }
 }

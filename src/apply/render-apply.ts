@@ -25,6 +25,12 @@ export interface StagedColumn {
   readonly name: string;
   /** The type the value is staged as in the target (the source's type, or text). */
   readonly stagingType: string;
+  /**
+   * Staged as text although the mapping reads it as this type: the target rejected a value of
+   * the table while staging it (an enum label or a domain check the target lacks). The cast runs
+   * in the apply statements, where a row it rejects is that row's fault alone.
+   */
+  readonly castTo?: string;
 }
 
 export interface ApplyTable {
@@ -116,8 +122,20 @@ export function lastTableName(table: ApplyTable): string {
   return `pg_temp.${quoteIdent(`syncctl_last_${table.id}`)}`;
 }
 
+/**
+ * What the mapping reads: the stage, or, for a table staged as text after a rejection, the stage
+ * with each column cast to the type the mapping expects. `where` filters the stage itself.
+ */
+export function stagedRows(table: ApplyTable, alias: string, where = ''): string {
+  const stage = stageTableName(table);
+  if (!table.staged.some((c) => c.castTo !== undefined)) return `${stage}${where === '' ? '' : ` WHERE ${where}`}`;
+  const columns = table.staged.map((c) => (c.castTo === undefined ? quoteIdent(c.name) : `${quoteIdent(c.name)}::${c.castTo} AS ${quoteIdent(c.name)}`));
+  return `(SELECT ${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${where === '' ? '' : ` WHERE ${where}`}) AS ${quoteIdent(alias)}`;
+}
+
 export function renderApply(table: ApplyTable): ApplyStatements {
   const stage = stageTableName(table);
+  const rows = stagedRows(table, 'syncctl$rows');
   const last = lastTableName(table);
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
@@ -132,7 +150,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
   const reduceSelect =
     `SELECT DISTINCT ON (${keyCols.join(', ')}) * FROM (SELECT ${quoteIdent(SEQ)}, ${quoteIdent(OP)}, ${quoteIdent(UNCHANGED)}, ` +
-    `${keep} AS ${quoteIdent(KEEP)}, ${mappedColumns.join(', ')} FROM ${stage}) AS mapped ` +
+    `${keep} AS ${quoteIdent(KEEP)}, ${mappedColumns.join(', ')} FROM ${rows}) AS mapped ` +
     `ORDER BY ${keyCols.join(', ')}, ${quoteIdent(SEQ)} DESC`;
   // Emptied by the batch itself (clear), not ON COMMIT DELETE ROWS: that truncates every staging
   // table touched at each commit, about half a millisecond each, most of a small batch's cost.
@@ -196,11 +214,11 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
   const forgetLocalChanges = table.tracked ? forget(last) : undefined;
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
-  const forgetStaged = table.tracked ? forget(`(SELECT ${keyOnly.join(', ')} FROM ${stage})`) : undefined;
+  const forgetStaged = table.tracked ? forget(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;
   const direct = table.keySources ? {
-    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} <> 'W' OR NOT ${keep}) AS l ` +
+    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} <> 'W' OR NOT ${keep}) AS l ` +
       `WHERE ${keyMatch('l')}`,
-    upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${stage} ` +
+    upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${rows} ` +
       `WHERE ${quoteIdent(OP)} = 'W' AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
     ...(table.tracked ? {
       forgetLocalChanges: forgetStaged!,
@@ -209,7 +227,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   } : undefined;
 
   function updateFirst(): { updateRows: string; insertMissing: string } {
-    const written = `(SELECT ${mappedColumns.join(', ')} FROM ${stage} WHERE ${quoteIdent(OP)} = 'W' AND ${keep}) AS s`;
+    const written = `(SELECT ${mappedColumns.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} = 'W' AND ${keep}) AS s`;
     return {
       updateRows: `UPDATE ${target} AS t SET ${nonKey.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
         `FROM ${written} WHERE ${keyMatch('s')}`,

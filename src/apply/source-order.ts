@@ -20,7 +20,7 @@
  * so the batch is retried and nothing is parked for it.
  */
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { KEEP, OP, SEQ, UNCHANGED, stageTableName, type ApplyTable } from './render-apply.ts';
+import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, type ApplyTable } from './render-apply.ts';
 
 export interface SourceOrderTable {
   readonly apply: ApplyTable;
@@ -90,7 +90,6 @@ $syncctl$`;
 /** The statements for one change of one table (`${C}` is the change: t, seq, op, unchanged, id). */
 function renderTable(syncName: string, t: SourceOrderTable): string {
   const table = t.apply;
-  const stage = stageTableName(table);
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
   const nonKey = table.columns.filter((c) => !table.key.includes(c.target));
@@ -99,7 +98,7 @@ function renderTable(syncName: string, t: SourceOrderTable): string {
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
   const mapped = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
   const keyExpr = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
-  const byId = (id: string) => `FROM ${stage} WHERE ctid = ${id}`;
+  const byId = (id: string) => `FROM ${stagedRows(table, 'syncctl$row', `ctid = ${id}`)}`;
   const keyMatch = (rec: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${rec}.${quoteIdent(k)}`).join(' AND ');
   const col = (c: string) => `${N}.${quoteIdent(c)}`;
   const unchangedHas = (reads: readonly number[]) => `${C}.unchanged @> '{${reads.join(',')}}'::int2[]`;
@@ -166,7 +165,7 @@ function park(syncName: string, t: SourceOrderTable, reason: string): string {
   const keyExpr = table.key.map((k) => `${quoteLiteral(k)}, (${table.columns.find((c) => c.target === k)!.expression})`);
   const rawKey = `to_jsonb(s) - ${INTERNALS}`;
   // The key as the target knows it; the source row when the key's mapping itself fails.
-  return `BEGIN\nSELECT jsonb_build_object(${keyExpr.join(', ')}) INTO ${KEYJ} FROM ${stage} WHERE ctid = ${C}.id;\n` +
+  return `BEGIN\nSELECT jsonb_build_object(${keyExpr.join(', ')}) INTO ${KEYJ} FROM ${stagedRows(table, 'syncctl$row', `ctid = ${C}.id`)};\n` +
     `EXCEPTION WHEN OTHERS THEN ${KEYJ} := (SELECT ${rawKey} FROM ${stage} AS s WHERE ctid = ${C}.id);\nEND;\n` +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
     `SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, 'apply_error', ${KEYJ}, ${rawKey}, syncctl$lsns[${TX}], syncctl$times[${TX}], ` +

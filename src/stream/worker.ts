@@ -91,13 +91,23 @@ interface Route {
  */
 export async function runWorker(options: WorkerOptions): Promise<void> {
   let delay = RETRY_FIRST_MS;
+  // Tables the target rejected a staged value of: staged as text from then on (see STAGING_REJECTED).
+  const asText = new Set<string>();
   for (;;) {
     let committed = false;
     try {
-      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } });
+      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } }, asText);
       return;
     } catch (error) {
       if (options.signal?.aborted) return;
+      if (error instanceof SyncctlError && error.code === 'STAGING_REJECTED') {
+        const tables = (error.details['tables'] as string[]).filter((t) => !asText.has(t));
+        // Already staged as text: the value is not text the target can store at all (bytes invalid in its encoding).
+        if (tables.length === 0) throw new SyncctlError('APPLY_FAILED', `${error.message} (even as text)`, { cause: error });
+        for (const t of tables) asText.add(t);
+        options.logger.warn({ tables, err: describe(error) }, 'the target rejected a staged value: staging these tables as text, each row cast where it is applied');
+        continue;
+      }
       if (!isTransient(error)) throw error;
       if (committed) delay = RETRY_FIRST_MS;
       options.logger.warn({ err: describe(error), code: (error as { code?: string }).code, retryInMs: delay }, 'transient error; the batch is rolled back and retried');
@@ -109,7 +119,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
 const RETRY_FIRST_MS = 500;
 
-async function runSession(options: WorkerOptions): Promise<void> {
+async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): Promise<void> {
   const { sync, logger } = options;
   const source = await connect('source', sync.sourceUrl, 'syncctl run');
   let target: Connection | undefined;
@@ -291,7 +301,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
       if (r.id !== '' && writer.open) await writer.applyStaged(context());
       r.id = `${m.relationId}_${++version}`;
       for (const w of writers) {
-        w.register(buildBatchTable(r.id, r.resolved, m.columns.map((c) => c.name), r.order));
+        w.register(buildBatchTable(r.id, r.resolved, m.columns.map((c) => c.name), r.order, { asText: asText.has(r.resolved.table.name) }));
       }
     };
 
@@ -354,7 +364,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         if (current?.columns !== columns) {
           if (current) await writer.applyStaged(context());
           current = { columns, id: `held_${++version}` };
-          writer.register(buildBatchTable(current.id, r.resolved, c.columns, r.order));
+          writer.register(buildBatchTable(current.id, r.resolved, c.columns, r.order, { asText: asText.has(r.resolved.table.name) }));
         }
         if (c.op === 'T') await writer.truncate([current.id], context());
         else await writer.stage(current.id, c.op, c.unchanged, c.values);
@@ -396,7 +406,7 @@ async function runSession(options: WorkerOptions): Promise<void> {
         const relation = r.relation!;
         t = {
           key: tableKey(r.resolved.table.source), shapeId: r.id,
-          define: (id) => buildBatchTable(id, r.resolved, relation.columns.map((c) => c.name), r.order),
+          define: (id) => buildBatchTable(id, r.resolved, relation.columns.map((c) => c.name), r.order, { asText: asText.has(r.resolved.table.name) }),
         };
         shapes.set(r, t);
       }
