@@ -98,6 +98,12 @@ const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
  */
 const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 
+/** A target table a source TRUNCATE could not empty, and why. */
+export interface TruncateRefusal {
+  readonly target: QualifiedName;
+  readonly reason: string;
+}
+
 /** The target's WAL positions after a commit: its end (insert) and how far the target has flushed. */
 export interface CommitPosition {
   readonly lsn: string;
@@ -507,19 +513,55 @@ export class BatchWriter {
       marks.map((m) => m.position.lsn), marks.map((m) => m.position.commitTime), state.table.strategy]);
   }
 
-  async truncate(ids: readonly string[], context: { lsn: string | null; commitTime: string | null }): Promise<void> {
+  /** Applies what is staged, then empties the tables' targets; returns those it could not empty (see truncateTargets). */
+  async truncate(ids: readonly string[], context: SourcePosition): Promise<TruncateRefusal[]> {
     await this.applyStaged(context);
-    await this.truncateTargets(ids.map((id) => this.tables.get(id)!.table.apply.target));
+    return this.truncateTargets(ids.map((id) => this.tables.get(id)!.table.apply.target));
   }
 
-  /** TRUNCATE target tables (their local-change records with them), inside the open transaction. */
-  async truncateTargets(targets: readonly QualifiedName[]): Promise<void> {
+  /**
+   * TRUNCATE target tables (their local-change records with them), inside the open transaction.
+   * A table another table references by a foreign key (one outside the sync, or not truncated
+   * with it) cannot be truncated: its rows are deleted instead, as the source's rows were, and the
+   * target's foreign keys act on that as on any delete. A table whose rows cannot be deleted
+   * either (rows elsewhere still reference them) is returned with the reason, untouched.
+   */
+  async truncateTargets(targets: readonly QualifiedName[]): Promise<TruncateRefusal[]> {
     await this.settle();
     await this.passBarrier();
-    if (targets.length === 0) return;
+    if (targets.length === 0) return [];
     await this.ensureBegun();
-    await this.client.query(`TRUNCATE ${targets.map(quoteQualified).join(', ')}`);
-    await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [targets.map((t) => `${t.schema}.${t.name}`)]);
+    const emptied = async (done: readonly QualifiedName[]) => {
+      if (done.length > 0) await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [done.map((t) => `${t.schema}.${t.name}`)]);
+    };
+    try {
+      await this.client.query(`SAVEPOINT syncctl_truncate; TRUNCATE ${targets.map(quoteQualified).join(', ')}; RELEASE SAVEPOINT syncctl_truncate`);
+      await emptied(targets);
+      return [];
+    } catch (error) {
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_truncate; RELEASE SAVEPOINT syncctl_truncate');
+      // 0A000: "cannot truncate a table referenced in a foreign key constraint".
+      if ((error as { code?: string }).code !== '0A000') throw error;
+    }
+    // Children before parents: retried while some table's delete succeeds.
+    let remaining = [...targets];
+    const reasons = new Map<QualifiedName, string>();
+    for (let progress = true; progress && remaining.length > 0;) {
+      progress = false;
+      for (const t of [...remaining]) {
+        try {
+          await this.client.query(`SAVEPOINT syncctl_truncate; DELETE FROM ${quoteQualified(t)}; RELEASE SAVEPOINT syncctl_truncate`);
+          remaining = remaining.filter((r) => r !== t);
+          progress = true;
+        } catch (error) {
+          await this.client.query('ROLLBACK TO SAVEPOINT syncctl_truncate; RELEASE SAVEPOINT syncctl_truncate');
+          if (!ROW_FAULT_SQLSTATE.test((error as { code?: string }).code ?? '')) throw error;
+          reasons.set(t, (error as Error).message);
+        }
+      }
+    }
+    await emptied(targets.filter((t) => !remaining.includes(t)));
+    return remaining.map((target) => ({ target, reason: reasons.get(target)! }));
   }
 
   /**

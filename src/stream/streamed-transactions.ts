@@ -17,7 +17,7 @@
  * between the segment before it and the one after.
  */
 import type pg from 'pg';
-import { BatchWriter, type BatchTable } from '../apply/batch-writer.ts';
+import { BatchWriter, type BatchTable, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { SyncctlError } from '../errors.ts';
 import type { QualifiedName } from '../sql/quote.ts';
 
@@ -141,16 +141,19 @@ export class StreamedTransactions {
   /**
    * The transaction committed: applies what it staged, inside the caller's open target
    * transaction (`main` holds it), leaving out tables `include` rejects, then drops its staging.
+   * Returns the target tables a TRUNCATE of it could not empty.
    */
-  async apply(xid: number, main: BatchWriter, include: (key: string) => boolean, context: StreamedContext): Promise<void> {
+  async apply(xid: number, main: BatchWriter, include: (key: string) => boolean, context: StreamedContext): Promise<TruncateRefusal[]> {
+    const refused: TruncateRefusal[] = [];
     const tx = this.open.get(xid);
-    if (!tx) return;
+    if (!tx) return refused;
     for (const segment of tx.segments) {
       for (const part of segment.parts.values()) if (!include(part.key)) segment.writer.forget(part.id);
       await segment.writer.applyStaged(context, { dropping: true });
-      for (const op of segment.ops) await main.truncateTargets(op.tables.filter((t) => include(t.key)).map((t) => t.target));
+      for (const op of segment.ops) refused.push(...await main.truncateTargets(op.tables.filter((t) => include(t.key)).map((t) => t.target)));
     }
     await this.discard(xid);
+    return refused;
   }
 
   /** The transaction (`subXid` = `xid`) or one of its subtransactions aborted. */

@@ -11,7 +11,7 @@
  *   transaction is never held whole in memory.
  */
 import { buildBatchTable } from '../apply/apply-table.ts';
-import { BatchWriter } from '../apply/batch-writer.ts';
+import { BatchWriter, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
 import { connect, type Connection } from '../db/connect.ts';
@@ -263,6 +263,23 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
       }
       writer = primary;
     };
+    /** Pauses one table, in the batch's transaction: the other tables go on; `syncctl apply` copies it again. */
+    const pause = async (r: Route, reason: string) => {
+      r.state = 'paused';
+      await writer.begin();
+      await writer.session.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
+        [sync.name, r.resolved.table.name, reason]);
+    };
+    /** Tables a source TRUNCATE could not empty on the target are paused with the reason and what to do. */
+    const pauseRefused = async (refused: readonly TruncateRefusal[]) => {
+      for (const { target: t, reason } of refused) {
+        const r = [...routes.values()].find((x) => tableKey(x.resolved.table.target) === tableKey(t))!;
+        const why = `a source TRUNCATE could not be applied to ${tableKey(t)}: ${reason}. Remove or re-point the rows that reference it ` +
+          `(or set truncate: 'ignore' on this table), then run syncctl apply to copy the table again`;
+        await pause(r, why);
+        logger.error({ table: r.resolved.table.name, reason: why }, 'table paused: a source TRUNCATE cannot be applied');
+      }
+    };
     const onRelation = async (m: RelationMessage) => {
       const r = routes.get(`${m.schema}.${m.name}`);
       if (!r) {
@@ -282,11 +299,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
         return;
       }
       if (broken) {
-        // Pause this table alone, in the batch's transaction: the other tables go on.
-        r.state = 'paused';
-        await writer.begin();
-        await writer.session.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
-          [sync.name, r.resolved.table.name, broken]);
+        await pause(r, broken);
         logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
         return;
       }
@@ -366,7 +379,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
           current = { columns, id: `held_${++version}` };
           writer.register(buildBatchTable(current.id, r.resolved, c.columns, r.order, { asText: asText.has(r.resolved.table.name) }));
         }
-        if (c.op === 'T') await writer.truncate([current.id], context());
+        if (c.op === 'T') await pauseRefused(await writer.truncate([current.id], context()));
         else await writer.stage(current.id, c.op, c.unchanged, c.values);
       });
       await writer.applyStaged(context());
@@ -531,7 +544,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
             if (r.state === 'streaming') ids.push(r.id);
             else await held.hold(r.resolved.table.name, finalLsn, { op: 'T', unchanged: null, columns: r.relation!.columns.map((c) => c.name), values: null });
           }
-          await writer.truncate(ids, context());
+          await pauseRefused(await writer.truncate(ids, context()));
           break;
         }
         case 'stream-start':
@@ -575,10 +588,11 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
           // Transactions that committed earlier and are staged in the batch come first.
           await writer.applyStaged(context());
           // A table paused meanwhile drops its changes; one whose copy began after this commit has them already.
-          await streamed.apply(m.xid, writer, (key) => {
+          const refused = await streamed.apply(m.xid, writer, (key) => {
             const r = routeByKey(key);
             return r.state !== 'paused' && m.commitLsn >= r.snapshotLsn;
           }, context());
+          await pauseRefused(refused);
           transactions++;
           lastCommit = { lsn: m.endLsn, time: txCommitMs };
           batchStarted ??= Date.now();

@@ -105,3 +105,19 @@ test('an enum label and a domain value the target rejects while staging: that ro
   await expectTargetMatches(dbs(), [{ ...sync.tables[1]!, where: 'id NOT IN (2, 3)' }], { what: 'feelings after' });
   expect(worker!.finished()).toBe(false);
 });
+
+test('a source TRUNCATE of a table referenced from outside the sync: rows deleted instead, or the table paused with what to do', async () => {
+  await dbs().target.query(`CREATE TABLE local_refs (id int PRIMARY KEY, note_id int REFERENCES notes)`);
+  await dbs().source.query(`TRUNCATE notes; INSERT INTO notes VALUES (10, 'ten')`);
+  await expectTargetMatches(dbs(), [sync.tables[2]!], { what: 'notes after a TRUNCATE the target could only do as a DELETE' });
+  await dbs().target.query(`INSERT INTO local_refs VALUES (1, 10)`);
+  await dbs().source.query(`TRUNCATE notes`);
+  await dbs().source.query(`INSERT INTO payments VALUES (5, 50); INSERT INTO notes VALUES (11, 'eleven')`);
+  await expectTargetMatches(dbs(), [{ ...sync.tables[0]!, where: 'id <> 2' }], { what: 'payments go on' });
+  const state = await dbs().target.query(`SELECT state, error FROM syncctl.sync_tables WHERE sync_name = 'errors' AND table_name = 'notes'`);
+  expect(state.rows[0].state).toBe('paused');
+  expect(state.rows[0].error).toMatch(/^a source TRUNCATE could not be applied to public\.notes: update or delete on table "notes" violates foreign key constraint .* then run syncctl apply to copy the table again$/);
+  // Untouched: nothing half-applied, and the later insert of a paused table is not applied either.
+  expect((await dbs().target.query(`SELECT id FROM notes ORDER BY id`)).rows).toEqual([{ id: 10 }]);
+  expect(worker!.finished()).toBe(false);
+});
