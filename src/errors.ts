@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'PLAN_PENDING'        // the databases do not match the spec: run apply (exit 2)
   | 'CONNECTION_FAILED'   // a database could not be reached (exit 1)
   | 'APPLY_FAILED'        // a change failed while applying (exit 1)
+  | 'TABLE_STATE_CHANGED' // a paused table's copy began while its changes were being dropped: the worker starts over
   | 'STAGING_REJECTED'    // the target rejected a staged value: the worker stages that table as text and starts over (exit 1 if it escapes)
   | 'INTERNAL';           // a bug (exit 1)
 

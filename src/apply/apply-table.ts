@@ -22,6 +22,7 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     ...(decision.filterAt === 'worker' && table.where !== undefined ? { workerFilter: table.where, filterReads: resolved.whereColumnsRead } : {}),
     staged,
     tracked: table.mode === 'mapped',
+    keyTypes: resolved.key.map((k) => resolved.targetFacts.columns.find((c) => c.name === k)?.type ?? 'text'),
     ...keySources(resolved, stagedColumns, options.asText === true),
   };
 }

@@ -58,6 +58,8 @@ interface TableState {
   updates: number;
   /** The last change staged was the old row (K) of an UPDATE: its new row comes next. */
   afterK: boolean;
+  /** Registered for a shape the table no longer has: dropped once idle (see retire). */
+  retired: boolean;
   /**
    * The slice must be applied in source order: a key change left TOAST values unchanged (they
    * exist only in the target row under the old key, which the set form deletes first).
@@ -97,6 +99,8 @@ const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
  * sent as it is).
  */
 const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
+/** Names prepared statements: unique in the process, so a name is never reused after a DEALLOCATE. */
+let preparedCount = 0;
 
 /** A target table a source TRUNCATE could not empty, and why. */
 export interface TruncateRefusal {
@@ -186,7 +190,7 @@ export class BatchWriter {
     this.tables.set(table.apply.id, {
       table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
       keyPositions, keys: keyPositions ? new KeySet() : undefined, repeated: keyPositions === undefined, literals: [], deletes: false,
-      writes: 0, updates: 0, afterK: false, sourceOrder: false,
+      writes: 0, updates: 0, afterK: false, sourceOrder: false, retired: false,
     });
   }
 
@@ -379,11 +383,12 @@ export class BatchWriter {
       try {
         await this.client.query(renderSourceOrder(this.syncName, tables, marks, true));
       } catch (error) {
-        const code = (error as { code?: string }).code ?? '';
-        if (!ROW_FAULT_SQLSTATE.test(code)) throw error;
-        const table = pending.find((s) => s.table.onError === 'stop');
-        throw new SyncctlError('APPLY_FAILED', `${this.syncName}${table ? `.${table.table.tableName}` : ''}: the target rejected a row (onError: stop): ${(error as Error).message}`, {
-          details: { table: table?.table.tableName },
+        const { code = '', detail, table } = error as { code?: string; detail?: string; table?: string };
+        if (!ROW_FAULT_SQLSTATE.test(code) || detail === undefined) throw error;
+        // A row at fault on an onError: stop table (source-order.ts raised it with its key).
+        const key = JSON.parse(detail) as Record<string, unknown>;
+        throw new SyncctlError('APPLY_FAILED', `${this.syncName}.${table}: the target rejected the row with key ${JSON.stringify(key)}: ${(error as Error).message}`, {
+          details: { table, key },
         });
       }
     }
@@ -400,6 +405,32 @@ export class BatchWriter {
     if (few) this.deleted += state.staged;
     const c = state.statements.clear;
     return stageOnly ? (few ? c.fewStage : c.manyStage) : (few ? c.few : c.many);
+  }
+
+  /**
+   * A table's staging for a shape it no longer has (the worker registered a new one): dropped,
+   * with the statements prepared for it, once nothing of it is staged or in a transaction, so
+   * that a long-lived session does not collect them.
+   */
+  retire(id: string): void {
+    const state = this.tables.get(id);
+    if (state) state.retired = true;
+  }
+
+  private async dropRetired(): Promise<void> {
+    if (this.inTransaction) return;
+    for (const [id, state] of this.tables) {
+      if (!state.retired || state.staged > 0) continue;
+      this.tables.delete(id);
+      if (state.created) await this.client.query(state.statements.drop);
+      const names = statementNames.get(this.client);
+      const stage = stageTableName(state.table.apply);
+      for (const [sql, name] of names ?? []) {
+        if (!sql.includes(stage)) continue;
+        names!.delete(sql);
+        if (name !== null) await this.client.query(`DEALLOCATE ${name}`);
+      }
+    }
   }
 
   /** Deleted staging rows leave dead space that only VACUUM makes reusable (temp tables have no autovacuum). */
@@ -480,7 +511,7 @@ export class BatchWriter {
       if (name === undefined) {
         name = null;
         if (PREPARABLE.test(sql)) {
-          const candidate = `syncctl_${names.size + 1}`;
+          const candidate = `syncctl_${++preparedCount}`;
           try {
             await this.client.query(`PREPARE ${candidate} AS ${sql}`);
             name = candidate;
@@ -588,6 +619,7 @@ export class BatchWriter {
       'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult<CommitPosition>[];
     this.finish();
     await this.vacuumIfDue();
+    await this.dropRetired();
     return results[results.length - 1]!.rows[0]!;
   }
 

@@ -49,6 +49,11 @@ export interface ApplyTable {
   readonly staged: readonly StagedColumn[];
   /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
   readonly tracked: boolean;
+  /**
+   * The target's type of each key column: the change-tracking trigger records keys as the target
+   * row holds them (to_jsonb of the row), so the keys to forget are cast the same way first.
+   */
+  readonly keyTypes: readonly string[];
   /** The staged source column each target key column copies unchanged, in key order; absent when some key column is computed. */
   readonly keySources?: readonly string[];
   /**
@@ -211,7 +216,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
   const forget = (from: string) => `DELETE FROM syncctl.local_changes AS c USING ${from} AS l ` +
     `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND c.target_table = ${targetName} ` +
-    `AND c.key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
+    `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, l.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
   const forgetLocalChanges = table.tracked ? forget(last) : undefined;
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
   const forgetStaged = table.tracked ? forget(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;

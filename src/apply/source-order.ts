@@ -63,7 +63,7 @@ export function renderSourceOrder(syncName: string, tables: readonly SourceOrder
     ? `BEGIN\n${branches}\nEND IF;\nEXCEPTION WHEN OTHERS THEN\n` +
       // The pair K+W is one change: a K whose W fails is consumed with it.
       `${K} := NULL;\nIF SQLSTATE !~ '${ROW_FAULT_SQLSTATE.source}' THEN RAISE; END IF;\n` +
-      tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${t.onError === 'stop' ? 'RAISE;' : park(syncName, t, 'SQLERRM')}`).join('\n') +
+      tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${t.onError === 'stop' ? stop(t) : park(syncName, t, 'SQLERRM')}`).join('\n') +
       '\nEND IF;\nEND;'
     : `${branches}\nEND IF;`;
   return `DO $syncctl$
@@ -158,15 +158,24 @@ function renderTable(syncName: string, t: SourceOrderTable): string {
     `ELSE\n${write}\nEND IF;`;
 }
 
+/** The current change's key as the target knows it, into ${KEYJ}; the source row when the key's mapping itself fails. */
+function currentKey(table: ApplyTable): string {
+  const keyExpr = table.key.map((k) => `${quoteLiteral(k)}, (${table.columns.find((c) => c.target === k)!.expression})`);
+  return `BEGIN\nSELECT jsonb_build_object(${keyExpr.join(', ')}) INTO ${KEYJ} FROM ${stagedRows(table, 'syncctl$row', `ctid = ${C}.id`)};\n` +
+    `EXCEPTION WHEN OTHERS THEN ${KEYJ} := (SELECT to_jsonb(s) - ${INTERNALS} FROM ${stageTableName(table)} AS s WHERE ctid = ${C}.id);\nEND;\n`;
+}
+
+/** onError: stop: the row's error again, with the row's key as its DETAIL (the batch writer names it). */
+function stop(t: SourceOrderTable): string {
+  return `${currentKey(t.apply)}RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM, DETAIL = ${KEYJ}::text, TABLE = ${quoteLiteral(t.tableName)};`;
+}
+
 /** Parks the current change as an apply_error, with its own transaction's position and the table's strategy. */
 function park(syncName: string, t: SourceOrderTable, reason: string): string {
   const table = t.apply;
   const stage = stageTableName(table);
-  const keyExpr = table.key.map((k) => `${quoteLiteral(k)}, (${table.columns.find((c) => c.target === k)!.expression})`);
   const rawKey = `to_jsonb(s) - ${INTERNALS}`;
-  // The key as the target knows it; the source row when the key's mapping itself fails.
-  return `BEGIN\nSELECT jsonb_build_object(${keyExpr.join(', ')}) INTO ${KEYJ} FROM ${stagedRows(table, 'syncctl$row', `ctid = ${C}.id`)};\n` +
-    `EXCEPTION WHEN OTHERS THEN ${KEYJ} := (SELECT ${rawKey} FROM ${stage} AS s WHERE ctid = ${C}.id);\nEND;\n` +
+  return currentKey(table) +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
     `SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, 'apply_error', ${KEYJ}, ${rawKey}, syncctl$lsns[${TX}], syncctl$times[${TX}], ` +
     `${quoteLiteral(t.strategy)}, 'pending', ${reason} FROM ${stage} AS s WHERE ctid = ${C}.id;`;

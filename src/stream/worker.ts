@@ -100,6 +100,10 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       return;
     } catch (error) {
       if (options.signal?.aborted) return;
+      if (error instanceof SyncctlError && error.code === 'TABLE_STATE_CHANGED') {
+        options.logger.info({ err: describe(error) }, 'a paused table is being copied again; the session starts over');
+        continue;
+      }
       if (error instanceof SyncctlError && error.code === 'STAGING_REJECTED') {
         const tables = (error.details['tables'] as string[]).filter((t) => !asText.has(t));
         // Already staged as text: the value is not text the target can store at all (bytes invalid in its encoding).
@@ -225,6 +229,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
       if (!lastCommit) return;
       await held.flush();
       const w = writer;
+      await checkPaused(w);
       const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged };
       staged = 0;
       transactions = 0;
@@ -262,6 +267,23 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
         await drain();
       }
       writer = primary;
+    };
+    /**
+     * Before a batch that dropped paused tables' changes commits: those tables are still paused.
+     * `syncctl apply` marks a paused table for its copy before it takes the copy's snapshot, so a
+     * change this batch dropped is older than that snapshot, or the batch sees the mark here and
+     * the session starts over from the checkpoint, holding the table's changes for its copy.
+     */
+    const checkPaused = async (w: BatchWriter) => {
+      if (droppedPaused.size === 0) return;
+      const tables = [...droppedPaused];
+      droppedPaused.clear();
+      await w.ensureBegun();
+      const { rows } = await w.session.query<{ table_name: string }>(
+        `SELECT table_name FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = ANY($2::text[]) AND state <> 'paused'`, [sync.name, tables]);
+      if (rows.length > 0) {
+        throw new SyncctlError('TABLE_STATE_CHANGED', `${sync.name}: ${rows.map((r) => r.table_name).join(', ')} no longer paused (a copy began): starting over from the checkpoint`);
+      }
     };
     /** Pauses one table, in the batch's transaction: the other tables go on; `syncctl apply` copies it again. */
     const pause = async (r: Route, reason: string) => {
@@ -312,6 +334,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
       r.relation = m;
       if (sameShape) return;
       if (r.id !== '' && writer.open) await writer.applyStaged(context());
+      for (const w of writers) if (r.id !== '') w.retire(r.id);
       r.id = `${m.relationId}_${++version}`;
       for (const w of writers) {
         w.register(buildBatchTable(r.id, r.resolved, m.columns.map((c) => c.name), r.order, { asText: asText.has(r.resolved.table.name) }));
@@ -359,11 +382,21 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
     const route = async (relationId: number): Promise<Route | undefined> => {
       if (skipping) return undefined;
       const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
-      // A paused table's changes are dropped: it is copied again once its mapping fits (syncctl plan says how).
-      if (!r || r.state === 'paused' || finalLsn < r.snapshotLsn) return undefined;
-      if (r.state !== 'streaming') await refreshHeld();
-      return r.state === 'paused' || finalLsn < r.snapshotLsn ? undefined : r;
+      if (!r || finalLsn < r.snapshotLsn) return undefined;
+      if (r.state !== 'streaming' && r.state !== 'paused') await refreshHeld();
+      if (r.state === 'paused') return dropPaused(r);
+      return finalLsn < r.snapshotLsn ? undefined : r;
     };
+    /**
+     * A paused table's changes are dropped: `syncctl apply` copies it again. The batch that drops
+     * them commits only if the table is still paused then (see checkPaused), so a copy that began
+     * meanwhile cannot miss them.
+     */
+    const dropPaused = (r: Route): undefined => {
+      droppedPaused.add(r.resolved.table.name);
+      return undefined;
+    };
+    const droppedPaused = new Set<string>();
 
     /** Replays a table's held changes into the open batch, then applies the batch so far (before the table's next change is staged). */
     const replayHeld = async (r: Route) => {
@@ -410,7 +443,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
     // already holds its changes (snapshotLsn) is decided then, when they are applied.
     const streamedRoute = async (relationId: number): Promise<Route | undefined> => {
       const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
-      return r && r.state !== 'paused' ? r : undefined;
+      return r && r.state === 'paused' ? dropPaused(r) : r;
     };
     const shapes = new Map<Route, StreamedTable>();
     const streamedTable = (r: Route): StreamedTable => {
@@ -590,6 +623,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
           // A table paused meanwhile drops its changes; one whose copy began after this commit has them already.
           const refused = await streamed.apply(m.xid, writer, (key) => {
             const r = routeByKey(key);
+            if (r.state === 'paused') dropPaused(r);
             return r.state !== 'paused' && m.commitLsn >= r.snapshotLsn;
           }, context());
           await pauseRefused(refused);
@@ -696,15 +730,16 @@ async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonl
  * changed type. An added column the mapping does not read is fine (it is staged and ignored).
  */
 function brokenMapping(resolved: ResolvedTable, relation: RelationMessage): string | undefined {
-  const read = [...new Set([...resolved.columnsRead.values()].flat())];
+  // The worker-side row filter reads source columns too (a publication filter is the source's own business).
+  const read = [...new Set([...resolved.columnsRead.values()].flat().concat(resolved.decision.filterAt === 'worker' ? resolved.whereColumnsRead : []))];
   const dropped = read.filter((c) => !relation.columns.some((col) => col.name === c));
-  if (dropped.length > 0) return `source column(s) ${dropped.join(', ')} read by the mapping no longer exist`;
+  if (dropped.length > 0) return `source column(s) ${dropped.join(', ')} read by the mapping or row filter no longer exist`;
   const retyped = read.filter((c) => {
     const now = relation.columns.find((col) => col.name === c)!;
     const before = resolved.sourceFacts.columns.find((col) => col.name === c);
     return before !== undefined && before.typeOid !== now.typeOid;
   });
-  if (retyped.length > 0) return `source column(s) ${retyped.join(', ')} read by the mapping changed type`;
+  if (retyped.length > 0) return `source column(s) ${retyped.join(', ')} read by the mapping or row filter changed type`;
   return undefined;
 }
 

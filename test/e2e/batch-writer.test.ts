@@ -16,7 +16,7 @@ let client: pg.Client;
 const items: ApplyTable = {
   id: 'items', target: { schema: 'public', name: 'items' }, key: ['id'],
   columns: [{ target: 'id', expression: 'id', reads: ['id'] }, { target: 'v', expression: 'v * 2', reads: ['v'] }],
-  staged: [{ name: 'id', stagingType: 'integer' }, { name: 'v', stagingType: 'integer' }], tracked: false, keySources: ['id'],
+  staged: [{ name: 'id', stagingType: 'integer' }, { name: 'v', stagingType: 'integer' }], tracked: false, keySources: ['id'], keyTypes: ['integer'],
 };
 
 beforeAll(async () => {

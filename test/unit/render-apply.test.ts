@@ -17,6 +17,7 @@ const users: ApplyTable = {
     { name: 'last_name', stagingType: 'text' }, { name: 'bio', stagingType: 'text' }, { name: 'is_active', stagingType: 'boolean' },
   ],
   tracked: true,
+  keyTypes: ['text'],
   keySources: ['email'],
 };
 

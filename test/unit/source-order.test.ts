@@ -1,0 +1,60 @@
+/** The source-order DO block: snapshot of the SQL, and the properties the batch writer relies on. */
+import { describe, expect, test } from 'vitest';
+import { renderApply, type ApplyTable } from '../../src/apply/render-apply.ts';
+import { renderSourceOrder } from '../../src/apply/source-order.ts';
+
+const docs: ApplyTable = {
+  id: 'docs_1',
+  target: { schema: 'public', name: 'docs' },
+  key: ['id'],
+  columns: [
+    { target: 'id', expression: 'id', reads: ['id'] },
+    { target: 'status', expression: 'upper(status)', reads: ['status'] },
+    { target: 'body', expression: 'body', reads: ['body'] },
+    { target: 'headline', expression: "status || ': ' || left(body, 10)", reads: ['status', 'body'] },
+  ],
+  workerFilter: "status <> 'hidden'",
+  filterReads: ['status'],
+  staged: [{ name: 'id', stagingType: 'integer' }, { name: 'status', stagingType: 'text' }, { name: 'body', stagingType: 'text' }],
+  tracked: true,
+  keyTypes: ['integer'],
+  keySources: ['id'],
+};
+const table = { apply: docs, tableName: 'docs', strategy: 'last-write-wins', onError: 'park' as const };
+const marks = [{ fromSeq: 1, lsn: '0/16B3748', commitTime: '2026-11-30T10:00:00.000Z' }, { fromSeq: 4, lsn: '0/16B3800', commitTime: null }];
+
+describe('renderSourceOrder', () => {
+  test('one change at a time, in sequence order across the slice', () => {
+    expect(renderSourceOrder('s', [table], marks, false)).toMatchSnapshot();
+  });
+
+  test('careful: each change in its own subtransaction; only a row fault is parked, anything else re-raised', () => {
+    const sql = renderSourceOrder('s', [table, { ...table, apply: { ...docs, id: 'two' }, tableName: 'two', onError: 'stop' }], marks, true);
+    expect(sql).toContain(`EXCEPTION WHEN OTHERS THEN\nsyncctl$k := NULL;\nIF SQLSTATE !~ '^(22|23|P0001)' THEN RAISE; END IF;`);
+    // The parked change carries its own transaction's position and the table's strategy.
+    expect(sql).toContain(`syncctl$lsns[syncctl$tx], syncctl$times[syncctl$tx], 'last-write-wins', 'pending', SQLERRM`);
+    // onError: stop raises the row's error again, with its key, instead of parking.
+    expect(sql).toContain(`RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM, DETAIL = syncctl$key::text, TABLE = 'two';`);
+    expect(sql).toContain(`syncctl$lsns pg_lsn[] := '{"0/16B3748","0/16B3800"}'::pg_lsn[]`);
+    expect(sql).toContain(`syncctl$times timestamptz[] := '{"2026-11-30T10:00:00.000Z",NULL}'::timestamptz[]`);
+  });
+
+  test('a K and the W after it update the row with the old key in place, key columns included', () => {
+    const sql = renderSourceOrder('s', [table], marks, false);
+    expect(sql).toContain(`IF syncctl$c.op = 'K' THEN\nsyncctl$k := syncctl$c.id;`);
+    expect(sql).toContain(`UPDATE "public"."docs" AS t SET "id" = syncctl$n."id", "status" = syncctl$n."status", "body" = syncctl$n."body", ` +
+      `"headline" = syncctl$n."headline" WHERE t."id" = syncctl$o."id";`);
+  });
+});
+
+describe('tables staged as text after a rejection', () => {
+  const asText: ApplyTable = { ...docs, staged: [{ name: 'id', stagingType: 'text', castTo: 'integer' }, ...docs.staged.slice(1)] };
+
+  test('every statement reads the stage through the casts', () => {
+    const s = renderApply(asText);
+    expect(s.reduce).toContain(`FROM (SELECT "syncctl$seq", "syncctl$op", "syncctl$unchanged", "id"::integer AS "id", "status", "body" FROM pg_temp."syncctl_stage_docs_1") AS "syncctl$rows"`);
+    expect(s.createStage).toContain('"id" text');
+    const sql = renderSourceOrder('s', [{ ...table, apply: asText }], marks, true);
+    expect(sql).toContain(`FROM (SELECT "syncctl$seq", "syncctl$op", "syncctl$unchanged", "id"::integer AS "id", "status", "body" FROM pg_temp."syncctl_stage_docs_1" WHERE ctid = syncctl$c.id) AS "syncctl$row"`);
+  });
+});
