@@ -93,7 +93,10 @@ export interface SlotFacts {
   readonly database: string | null;
   readonly active: boolean;
   readonly activePid: number | null;
+  /** reserved, extended, unreserved or lost (its WAL was removed or it was invalidated: it cannot stream any more). */
   readonly walStatus: string | null;
+  /** Why Postgres invalidated the slot (pg_replication_slots.invalidation_reason, PostgreSQL 17 and later). */
+  readonly invalidationReason?: string;
   readonly restartLsn: string | null;
   readonly confirmedFlushLsn: string | null;
 }

@@ -8,6 +8,8 @@ import { createRequire } from 'node:module';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import pg from 'pg';
+import { checkSlotStreamable } from '../catalog/slot-health.ts';
+import { connect } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
 import { pinOutputSettings } from '../db/output-settings.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
@@ -86,6 +88,13 @@ export class ReplicationStream {
   }
 
   static async open(connectionString: string, options: ReplicationOptions): Promise<ReplicationStream> {
+    // A lost or missing slot cannot say what it missed: refuse before reading anything from it.
+    const source = await connect('source', connectionString, `syncctl ${options.slot}`);
+    try {
+      await checkSlotStreamable(source, options.slot);
+    } finally {
+      await source.close();
+    }
     const secret = passwordOf(connectionString);
     const client = new pg.Client({ connectionString, replication: 'database', application_name: `syncctl ${options.slot}` } as pg.ClientConfig);
     client.on('error', () => {});
