@@ -7,7 +7,10 @@
  * Tables are split into block ranges (ctid) copied in parallel; each chunk commits in the target
  * with its progress row, so a crash resumes at the first unfinished chunk. A resumed copy reads
  * under a newer snapshot; the stream then replays changes from the table's first snapshot onwards,
- * which brings rows copied later to the same final state (writes are upserts by key).
+ * which brings rows copied later to the same final state (writes are upserts by key). A table
+ * whose source file was rewritten since its chunks were planned is copied again from scratch
+ * (chunk-plan.ts), and so is every table of a sync whose slot is new: the changes between the old
+ * slot's position and the new one's snapshot were never streamed.
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
@@ -25,24 +28,13 @@ import { SyncctlError } from '../errors.ts';
 import { describeConnection } from '../observe/redact.ts';
 import { postgresMessage } from '../catalog/analyze-mapping.ts';
 import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type ValueSettings } from './source-evaluation.ts';
-import { pruneRecopy, markRecopy, isRecopy } from './prune-recopy.ts';
+import { pruneRecopy, isRecopy, restartCopy, hasCopyState } from './prune-recopy.ts';
+import { existingChunks, PARALLEL, planChunks, sourceFilenode, type Chunk } from './chunk-plan.ts';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 
-const PARALLEL = 2;
-/** At most 8 kB × 16384 = 128 MB of heap per chunk, at least 8 MB (smaller chunks only add round trips). */
-const MAX_CHUNK_BLOCKS = 16_384;
-const MIN_CHUNK_BLOCKS = 1_024;
-
-/**
- * Blocks per chunk: enough chunks that every parallel copier gets two (a table of a few thousand
- * blocks is otherwise one chunk copied by one connection). SYNCCTL_COPY_CHUNK_BLOCKS overrides it (tests).
- */
-function chunkBlocks(blocks: number): number {
-  const configured = Number(process.env['SYNCCTL_COPY_CHUNK_BLOCKS']);
-  if (Number.isInteger(configured) && configured > 0) return configured;
-  return Math.min(MAX_CHUNK_BLOCKS, Math.max(MIN_CHUNK_BLOCKS, Math.ceil(blocks / (2 * PARALLEL))));
-}
+/** A table rewritten on the source during its copy more often than this fails the copy. */
+const MAX_COPY_RESTARTS = 3;
 
 export interface CopyProgress {
   readonly table: string;
@@ -90,9 +82,21 @@ async function exportSnapshot(sync: LoadedSync, permanent: boolean): Promise<Exp
 export async function initialCopy(options: InitialCopyOptions): Promise<{ consistentPoint: string; rows: number }> {
   const { sync } = options;
   const target = await connect('target', sync.targetUrl, 'syncctl copy');
-  const snapshot = await exportSnapshot(sync, options.createSlot);
+  let snapshot: ExportedSnapshot | undefined;
   let rows = 0;
   try {
+    if (options.createSlot) {
+      // A new slot streams only what commits after its snapshot: what the tables missed since the
+      // old slot's last position is in no stream, and their chunks and snapshot position belong to
+      // the old slot. Reset before the slot exists, so that a crash in between leaves the tables
+      // waiting for their copy, never 'streaming' with the gap.
+      for (const { table } of options.tables) {
+        if (!(await hasCopyState(target, sync.name, table.name))) continue;
+        await restartCopy(target, sync.name, table.name, 'recopy under a new slot');
+        options.logger?.warn({ table: table.name }, 'the sync has a new slot: the table is copied again, and rows the source deleted meanwhile are removed');
+      }
+    }
+    snapshot = await exportSnapshot(sync, options.createSlot);
     const order = await foreignKeyOrder(target, options.tables.map((t) => t.table.target));
     const tables = [...options.tables].sort((a, b) => order.get(tableKey(a.table.target))! - order.get(tableKey(b.table.target))!);
     if (options.createSlot) {
@@ -105,11 +109,11 @@ export async function initialCopy(options: InitialCopyOptions): Promise<{ consis
     for (const resolved of tables) {
       rows += await copyTable(sync, resolved, snapshot, target, order.get(tableKey(resolved.table.target))!, options);
     }
+    return { consistentPoint: snapshot.consistentPoint, rows };
   } finally {
-    await snapshot.client.end().catch(() => {});
+    await snapshot?.client.end().catch(() => {});
     await target.close();
   }
-  return { consistentPoint: snapshot.consistentPoint, rows };
 }
 
 async function copyTable(
@@ -120,36 +124,54 @@ async function copyTable(
   // A paused table lost changes while paused: it is copied again from scratch under this snapshot.
   const paused = await target.query(`SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND state = 'paused'`,
     [sync.name, table.name]);
-  if (paused.rows.length > 0) {
-    await target.query('BEGIN');
-    await target.query(`DELETE FROM syncctl.snapshot_chunks WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
-    await target.query(`UPDATE syncctl.sync_tables SET snapshot_lsn = NULL, error = NULL WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name]);
-    // A copy cut short resumes as 'copying' like any other: the mark keeps the prune due.
-    await markRecopy(target, sync.name, table.name);
-    await target.query('COMMIT');
-  }
-  await target.query(
-    `UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = coalesce(snapshot_lsn, $3::pg_lsn), updated_at = now()
-      WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
-  const chunks = await planChunks(sync, resolved, snapshot, target);
-  const pending = chunks.filter((c) => !c.done);
-  const path = await choosePath(sync, resolved, target, chunks);
-  options.logger?.info({ table: table.name, path: path.direct ? 'direct' : 'staged', reason: path.reason },
-    path.direct ? 'copy path: COPY straight into the target table' : 'copy path: staged and applied like the stream');
+  if (paused.rows.length > 0) await restartCopy(target, sync.name, table.name, 'recopy after pause');
   const startedAt = Date.now();
   let rows = 0;
-  let done = chunks.length - pending.length;
-  const queue = [...pending];
-  const workers = Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
-    for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
-      rows += await copyChunk(sync, resolved, snapshot, chunk, order, path, options.logger);
-      done++;
-      options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length, startedAt, directChunks: path.chunksDirect, pathReason: path.reason });
+  let path: TablePath;
+  let chunkCount: number;
+  for (let attempt = 1; ; attempt++) {
+    const existing = await existingChunks(sync, resolved, target);
+    if (existing.rewritten) {
+      await restartCopy(target, sync.name, table.name, 'recopy: the source table was rewritten');
+      options.logger?.warn({ table: table.name }, 'the source table was rewritten (VACUUM FULL, CLUSTER, …) since its copy began: copied again from scratch');
     }
-  });
-  await Promise.all(workers);
-  // Rows the source deleted while the table was paused are gone from the source, not from the
-  // target: the recopy upserts. They go before the table streams again.
+    await target.query(
+      `UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = coalesce(snapshot_lsn, $3::pg_lsn), updated_at = now()
+        WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
+    const chunks = existing.chunks.length > 0 ? existing.chunks : await planChunks(sync, resolved, snapshot.snapshotName, target);
+    chunkCount = chunks.length;
+    path = await choosePath(sync, resolved, target, chunks);
+    options.logger?.info({ table: table.name, path: path.direct ? 'direct' : 'staged', reason: path.reason },
+      path.direct ? 'copy path: COPY straight into the target table' : 'copy path: staged and applied like the stream');
+    const pending = chunks.filter((c) => !c.done);
+    let done = chunks.length - pending.length;
+    let rewritten = false;
+    const queue = [...pending];
+    const workers = Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
+      for (let chunk = queue.shift(); chunk && !rewritten; chunk = queue.shift()) {
+        const copied = await copyChunk(sync, resolved, snapshot, chunk, order, path, options.logger);
+        if (copied === 'rewritten') { rewritten = true; break; }
+        rows += copied;
+        done++;
+        options.onProgress?.({ table: table.name, rows, chunksDone: done, chunks: chunks.length, startedAt, directChunks: path.chunksDirect, pathReason: path.reason });
+      }
+    });
+    // Every copier finishes its chunk before the table starts over or fails.
+    const settled = await Promise.allSettled(workers);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (!rewritten) break;
+    if (attempt >= MAX_COPY_RESTARTS) {
+      throw new SyncctlError('APPLY_FAILED', `the copy of ${table.name} (${quoteQualified(table.source)}) found its source table rewritten ` +
+        `(VACUUM FULL, CLUSTER, pg_repack, TRUNCATE) ${attempt} times; run syncctl apply again once that has stopped: the copy starts over`);
+    }
+    // Under the same snapshot: a rewrite that keeps rows (VACUUM FULL, CLUSTER) keeps every row
+    // version that snapshot sees, now in other places.
+    await restartCopy(target, sync.name, table.name, 'recopy: the source table was rewritten');
+    options.logger?.warn({ table: table.name }, 'the source table was rewritten during its copy: copied again from scratch');
+  }
+  // Rows the source deleted while the table could not stream are gone from the source, not from
+  // the target: the recopy upserts. They go before the table streams again.
   if (await isRecopy(target, sync.name, table.name)) {
     await target.query('BEGIN');
     let pruned: number;
@@ -162,12 +184,12 @@ async function copyTable(
       await target.query('ROLLBACK').catch(() => {});
       throw error;
     }
-    options.logger?.info({ table: table.name, pruned }, 'removed rows the source deleted while the table was paused');
+    options.logger?.info({ table: table.name, pruned }, 'removed rows the source deleted while the table could not stream');
   } else {
     await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
       [sync.name, table.name]);
   }
-  options.logger?.info({ table: table.name, rows, chunks: chunks.length, direct: path.direct ? path.chunksDirect : 0 }, 'copied');
+  options.logger?.info({ table: table.name, rows, chunks: chunkCount, direct: path.direct ? path.chunksDirect : 0 }, 'copied');
   return rows;
 }
 
@@ -206,55 +228,6 @@ async function choosePath(sync: LoadedSync, resolved: ResolvedTable, target: Con
   }
 }
 
-interface Chunk {
-  readonly index: number;
-  readonly lower: number | null;
-  readonly upper: number | null;
-  readonly done: boolean;
-}
-
-async function planChunks(sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, target: Connection): Promise<Chunk[]> {
-  const { table } = resolved;
-  const existing = await target.query<{ chunk: number; lower_bound: string | null; upper_bound: string | null; done: boolean }>(
-    `SELECT chunk, lower_bound, upper_bound, done_at IS NOT NULL AS done FROM syncctl.snapshot_chunks
-      WHERE sync_name = $1 AND table_name = $2 AND chunk >= 0 ORDER BY chunk`, [sync.name, table.name]);
-  if (existing.rows.length > 0) {
-    return existing.rows.map((r) => ({
-      index: r.chunk, lower: r.lower_bound === null ? null : Number(r.lower_bound), upper: r.upper_bound === null ? null : Number(r.upper_bound), done: r.done,
-    }));
-  }
-  const source = await connect('source', sync.sourceUrl, 'syncctl copy');
-  let blocks = 0;
-  try {
-    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.snapshotName)}`);
-    // Partitioned tables have no blocks of their own: one chunk reads every partition.
-    const r = await source.query<{ blocks: string }>(
-      `SELECT CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END AS blocks
-         FROM pg_class c WHERE c.oid = $1::regclass`, [quoteQualified(table.source)]);
-    blocks = Number(r.rows[0]?.blocks ?? 0);
-    await source.query('COMMIT');
-  } finally {
-    await source.close();
-  }
-  const chunks: Chunk[] = [];
-  const size = chunkBlocks(blocks);
-  if (blocks <= size) chunks.push({ index: 0, lower: null, upper: null, done: false });
-  else {
-    for (let start = 0, i = 0; start < blocks; start += size, i++) {
-      // The last chunk is open-ended: the table may grow while it is copied.
-      const upper = start + size >= blocks ? null : start + size;
-      chunks.push({ index: i, lower: start === 0 ? null : start, upper, done: false });
-    }
-  }
-  for (const c of chunks) {
-    await target.query(
-      `INSERT INTO syncctl.snapshot_chunks (sync_name, table_name, chunk, lower_bound, upper_bound) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT DO NOTHING`, [sync.name, table.name, c.index, c.lower === null ? null : String(c.lower), c.upper === null ? null : String(c.upper)]);
-  }
-  return chunks;
-}
-
 /** A source session reading under the copy's snapshot, printing values as the target session would. */
 async function snapshotSession(sync: LoadedSync, snapshot: ExportedSnapshot, settings: ValueSettings): Promise<Connection> {
   const source = await connect('source', sync.sourceUrl, 'syncctl copy');
@@ -280,9 +253,10 @@ function chunkConditions(resolved: ResolvedTable, chunk: Chunk): string {
   return conditions.length > 0 ? ` WHERE ${conditions.join(' AND ')}` : '';
 }
 
+/** Copies one chunk in one target transaction; 'rewritten' (nothing committed) when it was read from another file than planned. */
 async function copyChunk(
   sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, chunk: Chunk, order: number, path: TablePath, logger: Logger | undefined,
-): Promise<number> {
+): Promise<number | 'rewritten'> {
   const { table } = resolved;
   const columns = publishedColumns(resolved);
   const where = chunkConditions(resolved, chunk);
@@ -311,6 +285,9 @@ async function copyChunk(
       await writer.applyStaged({ lsn: snapshot.consistentPoint, commitTime: null });
       rows = out.rowCount;
     }
+    // Read while the COPY's lock still holds the file: the rows came from this one. Another file
+    // than planned means rows moved between ranges; closing the target session rolls the chunk back.
+    if (await sourceFilenode(source, resolved) !== chunk.filenode) return 'rewritten';
     await target.query(`UPDATE syncctl.snapshot_chunks SET rows_copied = $4, done_at = now() WHERE sync_name = $1 AND table_name = $2 AND chunk = $3`,
       [sync.name, table.name, chunk.index, rows]);
     await writer.commitPlain();

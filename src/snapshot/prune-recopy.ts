@@ -1,7 +1,9 @@
 /**
- * A paused table is copied again from scratch once its spec fits the source again. The copy
- * upserts, so rows the source deleted while the table was paused (their deletes were dropped)
- * would stay on the target. After the chunks, the keys the source holds under the copy's snapshot
+ * A table is copied again from scratch when the changes it missed cannot be streamed: it was
+ * paused (its changes were dropped), its sync has a new slot (the old one was dropped or lost its
+ * WAL), or its source file was rewritten under a copy cut short (see chunk-plan.ts). The copy
+ * upserts, so rows the source deleted meanwhile (their deletes never arrived) would stay on the
+ * target. After the chunks, the keys the source holds under the copy's snapshot
  * are collected in the target, and every target row whose key is not among them goes, except rows
  * written locally on the target (syncctl.local_changes), which syncctl never removes on its own.
  *
@@ -23,10 +25,39 @@ import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
  */
 const RECOPY_MARK = -1;
 
-export async function markRecopy(target: Connection, syncName: string, tableName: string): Promise<void> {
+async function markRecopy(target: Connection, syncName: string, tableName: string, reason: string): Promise<void> {
   await target.query(
-    `INSERT INTO syncctl.snapshot_chunks (sync_name, table_name, chunk, lower_bound) VALUES ($1, $2, ${RECOPY_MARK}, 'recopy after pause')
-     ON CONFLICT DO NOTHING`, [syncName, tableName]);
+    `INSERT INTO syncctl.snapshot_chunks (sync_name, table_name, chunk, lower_bound) VALUES ($1, $2, ${RECOPY_MARK}, $3)
+     ON CONFLICT DO NOTHING`, [syncName, tableName, reason]);
+}
+
+/**
+ * Starts a table's copy over, in one target transaction: its chunks and its snapshot position go
+ * (the next copy plans new chunks and takes its own snapshot's position), the table waits for its
+ * copy ('copying': a running worker holds its changes; the next apply copies it), and the finished
+ * copy prunes. Changes the worker already holds for it stay: the replay skips those the new
+ * snapshot contains.
+ */
+export async function restartCopy(target: Connection, syncName: string, tableName: string, reason: string): Promise<void> {
+  await target.query('BEGIN');
+  try {
+    await target.query(`DELETE FROM syncctl.snapshot_chunks WHERE sync_name = $1 AND table_name = $2`, [syncName, tableName]);
+    await target.query(`UPDATE syncctl.sync_tables SET state = 'copying', snapshot_lsn = NULL, error = NULL, updated_at = now()
+      WHERE sync_name = $1 AND table_name = $2`, [syncName, tableName]);
+    await markRecopy(target, syncName, tableName, reason);
+    await target.query('COMMIT');
+  } catch (error) {
+    await target.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
+/** The table has been copied before (finished or not): a copy under a new slot must start it over. */
+export async function hasCopyState(target: Connection, syncName: string, tableName: string): Promise<boolean> {
+  const { rows } = await target.query<{ any: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND snapshot_lsn IS NOT NULL)
+         OR EXISTS (SELECT 1 FROM syncctl.snapshot_chunks WHERE sync_name = $1 AND table_name = $2) AS any`, [syncName, tableName]);
+  return rows[0]!.any;
 }
 
 export async function isRecopy(target: Connection, syncName: string, tableName: string): Promise<boolean> {
