@@ -85,17 +85,7 @@ export async function initialCopy(options: InitialCopyOptions): Promise<{ consis
   let snapshot: ExportedSnapshot | undefined;
   let rows = 0;
   try {
-    if (options.createSlot) {
-      // A new slot streams only what commits after its snapshot: what the tables missed since the
-      // old slot's last position is in no stream, and their chunks and snapshot position belong to
-      // the old slot. Reset before the slot exists, so that a crash in between leaves the tables
-      // waiting for their copy, never 'streaming' with the gap.
-      for (const { table } of options.tables) {
-        if (!(await hasCopyState(target, sync.name, table.name))) continue;
-        await restartCopy(target, sync.name, table.name, 'recopy under a new slot');
-        options.logger?.warn({ table: table.name }, 'the sync has a new slot: the table is copied again, and rows the source deleted meanwhile are removed');
-      }
-    }
+    await restartLostCopies(target, options);
     snapshot = await exportSnapshot(sync, options.createSlot);
     const order = await foreignKeyOrder(target, options.tables.map((t) => t.table.target));
     const tables = [...options.tables].sort((a, b) => order.get(tableKey(a.table.target))! - order.get(tableKey(b.table.target))!);
@@ -116,15 +106,34 @@ export async function initialCopy(options: InitialCopyOptions): Promise<{ consis
   }
 }
 
+/**
+ * Tables whose changes since their last copy are in no stream start over, before the snapshot is
+ * taken (so a crash in between leaves them waiting for a copy, never streaming with a gap):
+ * - under a new slot, every table copied before: the old slot's position and chunks belong to a
+ *   stream that is gone, and what committed between its last position and the new snapshot was
+ *   never streamed;
+ * - a paused table: the worker dropped its changes. It leaves 'paused' before the snapshot, so a
+ *   change the worker drops afterwards is in the copy (the worker checks the state at its commit).
+ */
+async function restartLostCopies(target: Connection, options: InitialCopyOptions): Promise<void> {
+  const { sync } = options;
+  for (const { table } of options.tables) {
+    const paused = await target.query(`SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND state = 'paused'`,
+      [sync.name, table.name]);
+    if (options.createSlot && await hasCopyState(target, sync.name, table.name)) {
+      await restartCopy(target, sync.name, table.name, 'recopy under a new slot');
+      options.logger?.warn({ table: table.name }, 'the sync has a new slot: the table is copied again, and rows the source deleted meanwhile are removed');
+    } else if (paused.rows.length > 0) {
+      await restartCopy(target, sync.name, table.name, 'recopy after pause');
+    }
+  }
+}
+
 async function copyTable(
   sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, target: Connection, order: number, options: InitialCopyOptions,
 ): Promise<number> {
   const { table } = resolved;
   // Changes that commit before the table's first snapshot are in the copy; the stream skips them.
-  // A paused table lost changes while paused: it is copied again from scratch under this snapshot.
-  const paused = await target.query(`SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND table_name = $2 AND state = 'paused'`,
-    [sync.name, table.name]);
-  if (paused.rows.length > 0) await restartCopy(target, sync.name, table.name, 'recopy after pause');
   const startedAt = Date.now();
   let rows = 0;
   let path: TablePath;
