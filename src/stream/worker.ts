@@ -93,10 +93,12 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   let delay = RETRY_FIRST_MS;
   // Tables the target rejected a staged value of: staged as text from then on (see STAGING_REJECTED).
   const asText = new Set<string>();
+  // The target backends of the session that ended (see runSession).
+  const previousBackends: number[] = [];
   for (;;) {
     let committed = false;
     try {
-      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } }, asText);
+      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } }, asText, previousBackends);
       return;
     } catch (error) {
       if (options.signal?.aborted) return;
@@ -123,7 +125,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
 const RETRY_FIRST_MS = 500;
 
-async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): Promise<void> {
+async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, previousBackends: number[]): Promise<void> {
   const { sync, logger } = options;
   const source = await connect('source', sync.sourceUrl, 'syncctl run');
   let target: Connection | undefined;
@@ -150,6 +152,13 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     await source.close();
     const routes = await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped'));
+    // The last session's target backends may still be finishing a COMMIT the connection lost
+    // sight of: they are ended (and waited for) before the checkpoint is read, or this session
+    // would apply that batch a second time after it lands.
+    if (previousBackends.length > 0) {
+      await target.query(`SELECT pg_terminate_backend(a.pid, 10000) FROM pg_stat_activity AS a WHERE a.pid = ANY($1::int[])`, [previousBackends]);
+      previousBackends.length = 0;
+    }
     const checkpoint = await target.query<{ commit_lsn: string }>('SELECT commit_lsn::text AS commit_lsn FROM syncctl.checkpoints WHERE sync_name = $1', [sync.name]);
     if (!checkpoint.rows[0]) {
       throw new SyncctlError('PLAN_PENDING', `${sync.name}: no checkpoint: the initial copy has not run; run syncctl apply first`);
@@ -167,6 +176,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
     // other (their commits stay in order). Streamed transactions stage on the primary and are
     // applied there.
     second = await connect('target', sync.targetUrl, 'syncctl run');
+    for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
     const primary = new BatchWriter(target.client, sync.name);
     const secondary = new BatchWriter(second.client, sync.name);
     await primary.prepare();
@@ -302,6 +312,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
         logger.error({ table: r.resolved.table.name, reason: why }, 'table paused: a source TRUNCATE cannot be applied');
       }
     };
+    /** Pauses decided by a Relation inside a streamed transaction, due when it commits. */
+    const pendingPauses = new Map<number, { route: Route; reason: string }[]>();
     const onRelation = async (m: RelationMessage) => {
       const r = routes.get(`${m.schema}.${m.name}`);
       if (!r) {
@@ -320,7 +332,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
         r.relation = undefined;
         return;
       }
-      if (broken) {
+      if (broken && streamXid !== undefined) {
+        // DDL inside a transaction still in progress: it pauses the table only if that
+        // transaction commits. Meanwhile its changes are staged under the new shape.
+        const pending = pendingPauses.get(streamXid) ?? [];
+        pendingPauses.set(streamXid, [...pending, { route: r, reason: broken }]);
+      } else if (broken) {
         await pause(r, broken);
         logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
         return;
@@ -589,11 +606,13 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
           streamXid = undefined;
           break;
         case 'stream-abort':
+          if (m.subXid === m.xid) pendingPauses.delete(m.xid);
           await streamed.abort(m.xid, m.subXid);
           break;
         case 'stream-commit': {
           // Applied before the last checkpoint: the server may send it again after a restart.
           if (m.commitLsn < applied) {
+            pendingPauses.delete(m.xid);
             await streamed.discard(m.xid);
             break;
           }
@@ -602,6 +621,11 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>): 
           // Everything before it is committed (so nothing is held open while it waits below), and
           // its staging lives in the primary session, where it is applied.
           await toPrimary();
+          for (const { route: r, reason } of pendingPauses.get(m.xid) ?? []) {
+            await pause(r, reason);
+            logger.error({ table: r.resolved.table.name, reason }, 'table paused: the source schema no longer fits the mapping');
+          }
+          pendingPauses.delete(m.xid);
           // A table still being copied: a streamed transaction is not held, it waits for the copy
           // (its held changes are replayed first).
           const keys = [...streamed.tables(m.xid)];
