@@ -151,7 +151,16 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     await source.close();
-    const routes = await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped'));
+    // A source table may feed several target tables: its routes, parents first.
+    const routes = new Map<string, Route[]>();
+    const addRoutes = (added: readonly Route[]) => {
+      for (const r of added) {
+        const key = tableKey(r.resolved.table.source);
+        routes.set(key, [...(routes.get(key) ?? []), r].sort((a, b) => a.order - b.order));
+      }
+    };
+    const allRoutes = () => [...routes.values()].flat();
+    addRoutes(await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped')));
     // The last session's target backends may still be finishing a COMMIT the connection lost
     // sight of: they are ended (and waited for) before the checkpoint is read, or this session
     // would apply that batch a second time after it lands.
@@ -190,7 +199,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     /** The transaction whose stream block is being read, if any. */
     let streamXid: number | undefined;
     const decoder = new PgoutputDecoder();
-    const byRelation = new Map<number, Route>();
+    const byRelation = new Map<number, readonly Route[]>();
     const batchRows = options.batchRows ?? 50_000;
     let version = 0;
     let skipping = false;
@@ -305,7 +314,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     /** Tables a source TRUNCATE could not empty on the target are paused with the reason and what to do. */
     const pauseRefused = async (refused: readonly TruncateRefusal[]) => {
       for (const { target: t, reason } of refused) {
-        const r = [...routes.values()].find((x) => tableKey(x.resolved.table.target) === tableKey(t))!;
+        const r = allRoutes().find((x) => tableKey(x.resolved.table.target) === tableKey(t))!;
         const why = `a source TRUNCATE could not be applied to ${tableKey(t)}: ${reason}. Remove or re-point the rows that reference it ` +
           `(or set truncate: 'ignore' on this table), then run syncctl apply to copy the table again`;
         await pause(r, why);
@@ -315,15 +324,19 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     /** Pauses decided by a Relation inside a streamed transaction, due when it commits. */
     const pendingPauses = new Map<number, { route: Route; reason: string }[]>();
     const onRelation = async (m: RelationMessage) => {
-      const r = routes.get(`${m.schema}.${m.name}`);
-      if (!r) {
+      const rs = routes.get(`${m.schema}.${m.name}`);
+      if (!rs) {
         // Not necessarily an error: for a partition published through its root, pgoutput sends
         // the root's Relation and then the partition's own, but changes name the root.
         unknown.set(m.relationId, m);
         return;
       }
       unknown.delete(m.relationId);
-      byRelation.set(m.relationId, r);
+      byRelation.set(m.relationId, rs);
+      for (const r of rs) await relate(r, m);
+    };
+    /** One route of a source table takes the relation's shape (or is paused by it). */
+    const relate = async (r: Route, m: RelationMessage) => {
       const broken = brokenMapping(r.resolved, m);
       if (broken && streamXid === undefined && finalLsn < r.snapshotLsn) {
         // The shape of a transaction the table's copy already holds (a worker restarted after the
@@ -366,52 +379,63 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
      * sync (it published the table and copies it, or has copied it). The spec is read again and
      * the table planned and routed here; until its copy is done its changes are held.
      */
-    const adopt = async (relationId: number): Promise<Route> => {
+    const adopt = async (relationId: number): Promise<readonly Route[]> => {
       const relation = unknown.get(relationId)!;
       const name = `${relation.schema}.${relation.name}`;
       const fresh = await options.reload?.();
-      const table = fresh?.tables.find((t) => tableKey(t.source) === name && t.mode === 'mapped');
-      if (!fresh || !table) {
+      const tables = fresh?.tables.filter((t) => tableKey(t.source) === name && t.mode === 'mapped') ?? [];
+      if (!fresh || tables.length === 0) {
         throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} is published but not in the spec; run syncctl apply`);
       }
       // Planned on connections of its own: the batch's transaction may be open on the target.
       const planSource = await connect('source', fresh.sourceUrl, 'syncctl run');
       const planTarget = await connect('target', fresh.targetUrl, 'syncctl run');
-      let resolved: ResolvedTable | undefined;
+      const resolved: ResolvedTable[] = [];
       let order: Map<string, number>;
       try {
-        resolved = (await planSync(fresh, { source: planSource, target: planTarget })).tables.get(table.name);
-        order = await foreignKeyOrder(planTarget, [...[...routes.values()].map((r) => r.resolved.table.target), table.target]);
+        const planned = (await planSync(fresh, { source: planSource, target: planTarget })).tables;
+        for (const table of tables) {
+          const r = planned.get(table.name);
+          if (!r) throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} (${table.name}) cannot be planned; run syncctl plan`);
+          resolved.push(r);
+        }
+        order = await foreignKeyOrder(planTarget, [...allRoutes().map((r) => r.resolved.table.target), ...tables.map((t) => t.target)]);
       } finally {
         await planSource.close();
         await planTarget.close();
       }
-      if (!resolved) throw new SyncctlError('PLAN_PENDING', `${sync.name}: ${name} (${table.name}) cannot be planned; run syncctl plan`);
-      const added = (await buildRoutes(target!, fresh, [resolved])).get(name)!;
-      const r: Route = { ...added, order: order.get(tableKey(table.target)) ?? 0 };
-      routes.set(name, r);
+      const added = (await buildRoutes(target!, fresh, resolved)).map((r) => ({ ...r, order: order.get(tableKey(r.resolved.table.target)) ?? 0 }));
+      addRoutes(added);
       unknown.delete(relationId);
-      logger.info({ table: table.name, state: r.state }, 'table added to the running sync');
+      for (const r of added) logger.info({ table: r.resolved.table.name, state: r.state }, 'table added to the running sync');
       await onRelation(relation);
-      return r;
+      return routes.get(name)!;
     };
 
-    const route = async (relationId: number): Promise<Route | undefined> => {
-      if (skipping) return undefined;
-      const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
-      if (!r || finalLsn < r.snapshotLsn) return undefined;
-      if (r.state !== 'streaming' && r.state !== 'paused') await refreshHeld();
-      if (r.state === 'paused') return dropPaused(r);
-      return finalLsn < r.snapshotLsn ? undefined : r;
+    /** Every route streaming and past its copy: the change goes to them as they are. */
+    const streamingNow = (rs: readonly Route[]) => {
+      for (const r of rs) if (r.state !== 'streaming' || finalLsn < r.snapshotLsn) return false;
+      return true;
+    };
+    /** The routes a change of a source transaction goes to: those streaming or holding, whose copy does not hold it already. */
+    const route = async (relationId: number): Promise<readonly Route[]> => {
+      if (skipping) return [];
+      const rs = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : []);
+      if (rs.some((r) => r.state !== 'streaming' && r.state !== 'paused' && finalLsn >= r.snapshotLsn)) await refreshHeld();
+      return rs.filter((r) => {
+        if (finalLsn < r.snapshotLsn) return false;
+        if (r.state === 'paused') return dropPaused(r);
+        return true;
+      });
     };
     /**
      * A paused table's changes are dropped: `syncctl apply` copies it again. The batch that drops
      * them commits only if the table is still paused then (see checkPaused), so a copy that began
      * meanwhile cannot miss them.
      */
-    const dropPaused = (r: Route): undefined => {
+    const dropPaused = (r: Route): false => {
       droppedPaused.add(r.resolved.table.name);
-      return undefined;
+      return false;
     };
     const droppedPaused = new Set<string>();
 
@@ -438,7 +462,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
 
     /** Tables waiting for their copy: once it is done, their held changes are replayed and they stream. */
     const refreshHeld = async (force = false) => {
-      const waiting = [...routes.values()].filter((r) => r.state !== 'streaming' && r.state !== 'paused');
+      const waiting = allRoutes().filter((r) => r.state !== 'streaming' && r.state !== 'paused');
       if (waiting.length === 0 || (!force && Date.now() - heldCheckedAt < 500)) return;
       heldCheckedAt = Date.now();
       const { rows } = await target!.query<{ table_name: string; state: string; snapshot_lsn: string | null }>(
@@ -458,9 +482,9 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
 
     // A streamed transaction's commit position is unknown until it commits: whether a table's copy
     // already holds its changes (snapshotLsn) is decided then, when they are applied.
-    const streamedRoute = async (relationId: number): Promise<Route | undefined> => {
-      const r = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : undefined);
-      return r && r.state === 'paused' ? dropPaused(r) : r;
+    const streamedRoute = async (relationId: number): Promise<readonly Route[]> => {
+      const rs = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : []);
+      return rs.filter((r) => r.state !== 'paused' || dropPaused(r));
     };
     const shapes = new Map<Route, StreamedTable>();
     const streamedTable = (r: Route): StreamedTable => {
@@ -468,20 +492,21 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       if (!t || t.shapeId !== r.id) {
         const relation = r.relation!;
         t = {
-          key: tableKey(r.resolved.table.source), shapeId: r.id,
+          key: r.resolved.table.name, shapeId: r.id,
           define: (id) => buildBatchTable(id, r.resolved, relation.columns.map((c) => c.name), r.order, { asText: asText.has(r.resolved.table.name) }),
         };
         shapes.set(r, t);
       }
       return t;
     };
-    const routeByKey = (key: string) => routes.get(key)!;
+    /** A route by its spec table name (the key of streamed and held changes). */
+    const routeByKey = (key: string) => allRoutes().find((r) => r.resolved.table.name === key)!;
 
     // Changes held for a table whose copy finished while no worker ran (or before a crash) are
     // applied before anything else.
     const leftovers = await target.query<{ table_name: string }>('SELECT DISTINCT table_name FROM syncctl.held_changes WHERE sync_name = $1', [sync.name]);
     for (const { table_name } of leftovers.rows) {
-      const r = [...routes.values()].find((x) => x.resolved.table.name === table_name);
+      const r = allRoutes().find((x) => x.resolved.table.name === table_name);
       if (r?.state === 'streaming') await replayHeld(r);
     }
     const commitReplayed = async () => {
@@ -538,61 +563,72 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         case 'update':
         case 'delete': {
           const xid = streamXid;
-          // The usual case without a promise: a streaming table of a transaction not skipped.
+          // The usual case without a promise: streaming tables, in a transaction not skipped.
           const known = xid === undefined && !skipping ? byRelation.get(m.relationId) : undefined;
-          const r = known !== undefined && known.state === 'streaming' && finalLsn >= known.snapshotLsn ? known
+          const rs = known !== undefined && streamingNow(known) ? known
             : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
-          if (!r) break;
-          // A table still being copied: its changes are held until the copy is done.
-          const holding = xid === undefined && r.state !== 'streaming';
-          const columns = () => r.relation!.columns.map((c) => c.name);
-          const stage = (op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
-            if (holding) return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: columns(), values });
+          if (rs.length === 0) break;
+          const stage = (r: Route, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
+            // A table still being copied: its changes are held until the copy is done.
+            if (xid === undefined && r.state !== 'streaming') {
+              return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: r.relation!.columns.map((c) => c.name), values });
+            }
             const fromUpdate = m.tag === 'update';
             return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
               : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values, fromUpdate);
           };
-          // stage() returns a promise only when it had to write: awaiting undefined costs a tick per change.
+          // One source change, several target tables: written parents first, deleted children first
+          // (rs is in foreign-key order). stage() returns a promise only when it had to write:
+          // awaiting undefined costs a tick per change.
           if (m.tag === 'insert') {
             // An INSERT can carry unchanged TOAST values: an UPDATE that a publication row filter
             // turned into an INSERT (the old row did not pass the filter, the new one does).
             const { values, unchanged } = fillUnchanged(m.newTuple, undefined);
-            const p = stage('W', unchanged, values);
-            if (p) await p;
+            for (const r of rs) {
+              const p = stage(r, 'W', unchanged, values);
+              if (p) await p;
+            }
           } else if (m.tag === 'update') {
             // The old row (key changed, or REPLICA IDENTITY FULL) first, as K: source order applies
             // the pair as one UPDATE of the row with the old key; the set form deletes the old key
             // unless the new row, staged right after it, writes the same key again.
             const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
-            if (m.oldTuple) {
-              const p = stage('K', null, withoutUnchanged(m.oldTuple));
+            const old = m.oldTuple ? withoutUnchanged(m.oldTuple) : undefined;
+            for (const r of rs) {
+              if (old) {
+                const p = stage(r, 'K', null, old);
+                if (p) await p;
+              }
+              const p = stage(r, 'W', unchanged, values);
               if (p) await p;
             }
-            const p = stage('W', unchanged, values);
-            if (p) await p;
           } else {
-            const p = stage('D', null, withoutUnchanged(m.oldTuple));
-            if (p) await p;
+            const old = withoutUnchanged(m.oldTuple);
+            for (let i = rs.length - 1; i >= 0; i--) {
+              const p = stage(rs[i]!, 'D', null, old);
+              if (p) await p;
+            }
           }
           if (xid === undefined) staged++;
           break;
         }
         case 'truncate': {
           if (streamXid !== undefined) {
-            const routed: (Route | undefined)[] = [];
-            for (const relationId of m.relationIds) routed.push(await streamedRoute(relationId));
-            const tables = routed.filter((r): r is Route => r !== undefined && r.resolved.table.truncate === 'apply')
-              .map((r) => ({ key: tableKey(r.resolved.table.source), target: r.resolved.table.target }));
+            const routed: Route[] = [];
+            for (const relationId of m.relationIds) routed.push(...await streamedRoute(relationId));
+            const tables = routed.filter((r) => r.resolved.table.truncate === 'apply')
+              .map((r) => ({ key: r.resolved.table.name, target: r.resolved.table.target }));
             streamed.truncate(streamXid, m.xid, tables);
             break;
           }
           if (skipping) break;
           const ids: string[] = [];
           for (const relationId of m.relationIds) {
-            const r = await route(relationId);
-            if (!r || r.resolved.table.truncate !== 'apply') continue;
-            if (r.state === 'streaming') ids.push(r.id);
-            else await held.hold(r.resolved.table.name, finalLsn, { op: 'T', unchanged: null, columns: r.relation!.columns.map((c) => c.name), values: null });
+            for (const r of await route(relationId)) {
+              if (r.resolved.table.truncate !== 'apply') continue;
+              if (r.state === 'streaming') ids.push(r.id);
+              else await held.hold(r.resolved.table.name, finalLsn, { op: 'T', unchanged: null, columns: r.relation!.columns.map((c) => c.name), values: null });
+            }
           }
           await pauseRefused(await writer.truncate(ids, context()));
           break;
@@ -735,18 +771,18 @@ export function pgoutputProtocol(serverVersionNum: number): { version: number; s
   return { version: 1, streaming: false };
 }
 
-async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonly ResolvedTable[]): Promise<Map<string, Route>> {
+async function buildRoutes(target: Connection, sync: LoadedSync, tables: readonly ResolvedTable[]): Promise<Route[]> {
   const order = await foreignKeyOrder(target, tables.map((t) => t.table.target));
   const { rows } = await target.query<{ table_name: string; state: string; snapshot_lsn: string | null }>(
     'SELECT table_name, state, snapshot_lsn::text AS snapshot_lsn FROM syncctl.sync_tables WHERE sync_name = $1', [sync.name]);
   const states = new Map(rows.map((r) => [r.table_name, r]));
-  return new Map(tables.map((resolved) => {
+  return tables.map((resolved) => {
     const s = states.get(resolved.table.name);
-    return [tableKey(resolved.table.source), {
+    return {
       resolved, order: order.get(tableKey(resolved.table.target)) ?? 0, id: '', relation: undefined,
       snapshotLsn: s?.snapshot_lsn ? parseLsn(s.snapshot_lsn) : 0n, state: s?.state ?? 'pending',
-    }];
-  }));
+    };
+  });
 }
 
 /**
