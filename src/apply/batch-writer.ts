@@ -56,13 +56,17 @@ interface TableState {
   /** Writes staged in this slice, and how many of them carry a source UPDATE. */
   writes: number;
   updates: number;
-  /** The last change staged was the old row (K) of an UPDATE: its new row comes next. */
-  afterK: boolean;
+  /** The old row (K) of an UPDATE, staged last: its new row comes next. */
+  afterK: readonly (Buffer | null)[] | undefined;
+  /** Positions (in staged values) of the source columns the target key is computed from. */
+  readonly keyReads: readonly number[];
   /** Registered for a shape the table no longer has: dropped once idle (see retire). */
   retired: boolean;
   /**
-   * The slice must be applied in source order: a key change left TOAST values unchanged (they
-   * exist only in the target row under the old key, which the set form deletes first).
+   * The slice must be applied in source order: it changes a key. Source order updates the row in
+   * place; the set form deletes it and inserts another, which target columns the mapping does not
+   * write, foreign keys referencing the row (ON DELETE CASCADE) and TOAST values the update left
+   * unchanged would all see.
    */
   sourceOrder: boolean;
 }
@@ -101,6 +105,10 @@ const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
 const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 /** Names prepared statements: unique in the process, so a name is never reused after a DEALLOCATE. */
 let preparedCount = 0;
+
+function sameValue(a: Buffer | null, b: Buffer | null): boolean {
+  return a === null || b === null ? a === b : a.equals(b);
+}
 
 /** A target table a source TRUNCATE could not empty, and why. */
 export interface TruncateRefusal {
@@ -187,10 +195,12 @@ export class BatchWriter {
   register(table: BatchTable): void {
     const { keySources, staged } = table.apply;
     const keyPositions = keySources?.map((name) => staged.findIndex((c) => c.name === name));
+    const reads = new Set(table.apply.key.flatMap((k) => table.apply.columns.find((c) => c.target === k)?.reads ?? []));
+    const keyReads = staged.flatMap((c, i) => (reads.has(c.name) ? [i] : []));
     this.tables.set(table.apply.id, {
       table, statements: renderApply(table.apply), rows: new CopyTextBuilder(), created: false, staged: 0, toasted: false,
       keyPositions, keys: keyPositions ? new KeySet() : undefined, repeated: keyPositions === undefined, literals: [], deletes: false,
-      writes: 0, updates: 0, afterK: false, sourceOrder: false, retired: false,
+      writes: 0, updates: 0, afterK: undefined, keyReads, sourceOrder: false, retired: false,
     });
   }
 
@@ -269,9 +279,10 @@ export class BatchWriter {
     else {
       state.writes++;
       if (fromUpdate) state.updates++;
-      if (state.afterK && unchanged !== null) state.sourceOrder = true;
+      const old = state.afterK;
+      if (old !== undefined && state.keyReads.some((i) => !sameValue(old[i] ?? null, values[i] ?? null))) state.sourceOrder = true;
     }
-    state.afterK = op === 'K';
+    state.afterK = op === 'K' ? values : undefined;
     // Never between a K and its W: source order applies the two as one UPDATE.
     if (++this.pendingRows >= this.applyEveryRows && op !== 'K') return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state, { background: true }) : undefined;
@@ -333,18 +344,18 @@ export class BatchWriter {
   }
 
   /**
-   * The set statements give the source-order result unless a write leaves TOAST values unchanged
-   * and (a) its key occurs twice in the slice (the reduction keeps only the last change, whose
-   * unchanged values may come from an earlier one), (b) it is a key change (the values exist only
-   * under the old key, which the set form deletes first), or (c) the slice deletes rows (a delete
-   * cascading on the target could remove the row the write keeps its values from before, not
-   * after, the write). Otherwise constraints need no rule here: the set form never commits a
-   * result that violates one, and when it fails, source order runs.
+   * The set statements give the source-order result unless the slice changes a key (see
+   * TableState.sourceOrder), or a write leaves TOAST values unchanged and (a) its key occurs
+   * twice in the slice (the reduction keeps only the last change, whose unchanged values may
+   * come from an earlier one) or (b) the slice deletes rows (a delete cascading on the target
+   * could remove the row the write keeps its values from before, not after, the write).
+   * Otherwise constraints need no rule here: the set form never commits a result that violates
+   * one, and when it fails, source order runs.
    */
   private provable(pending: readonly TableState[]): boolean {
     if (pending.some((s) => s.sourceOrder)) return false;
     if (!pending.some((s) => s.toasted)) return true;
-    return pending.every((s) => !(s.toasted && s.repeated) && !s.deletes);
+    return pending.every((s) => !(s.toasted && s.repeated) && !s.deletes && s.table.apply.workerFilter === undefined);
   }
 
   /** Set-based, for a slice with unchanged TOAST values: statement by statement (the park statement takes parameters). */
@@ -447,7 +458,7 @@ export class BatchWriter {
     state.deletes = false;
     state.writes = 0;
     state.updates = 0;
-    state.afterK = false;
+    state.afterK = undefined;
     state.sourceOrder = false;
     if (state.keyPositions) {
       state.keys!.clear();
@@ -603,7 +614,7 @@ export class BatchWriter {
   async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
     await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
-    if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted)) return this.commitSmall(pending, checkpoint);
+    if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted) && this.provable(pending)) return this.commitSmall(pending, checkpoint);
     await this.ensureBegun();
     await this.applyStaged(checkpoint);
     return this.commitTail(checkpoint, []);

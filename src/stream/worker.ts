@@ -14,6 +14,7 @@ import { buildBatchTable } from '../apply/apply-table.ts';
 import { BatchWriter, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
+import { checkSlotStreamable } from '../catalog/slot-health.ts';
 import { connect, type Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -141,6 +142,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     else setTimeout(() => stream?.interrupt(), 10_000).unref();
   };
   try {
+    // A dropped or lost slot says so, before the plan reports it only as a pending change.
+    await checkSlotStreamable(source, slotName(sync.name));
     target = await connect('target', sync.targetUrl, 'syncctl run');
     const plan = await planSync(sync, { source, target });
     const blocking = plan.changes.filter((c) => !c.streamSafe);

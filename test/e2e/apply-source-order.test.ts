@@ -7,6 +7,8 @@
  * - foreign keys: re-parenting before a parent delete, ON UPDATE CASCADE key changes, a
  *   self-reference;
  * - a secondary unique constraint: a row deleted and another inserted with its email;
+ * - a key change updates the target row in place: a target column the mapping does not write
+ *   keeps its value, and a local table referencing the row ON DELETE CASCADE keeps its rows;
  * - an INSERT carrying unchanged TOAST markers (a publication row filter turned an UPDATE into it)
  *   neither crashes the worker nor writes NULLs: it is parked with the reason, the rest arrives.
  */
@@ -41,6 +43,8 @@ beforeAll(async () => {
     CREATE TABLE evens (id int PRIMARY KEY, body text);`;
   await dbs().source.query(schema);
   await dbs().target.query(schema);
+  await dbs().target.query(`ALTER TABLE people ADD COLUMN local_note text DEFAULT 'none';
+    CREATE TABLE badges (id int PRIMARY KEY, person_id int NOT NULL REFERENCES people ON UPDATE CASCADE ON DELETE CASCADE)`);
   await dbs().source.query(`
     INSERT INTO docs VALUES (1, 'old', 'small');
     INSERT INTO parent VALUES (1, 'one');
@@ -123,4 +127,13 @@ test('an INSERT with unchanged TOAST values (a row filter turned an UPDATE into 
   // The stream goes on.
   await dbs().source.query(`INSERT INTO evens VALUES (6, 'six')`);
   await expectTargetMatches(dbs(), [{ ...tables('evens')[0]!, where: 'id <> 2', targetWhere: 'id <> 2' }], { what: 'evens after' });
+});
+
+test('a key change updates the target row in place: unmapped columns and rows referencing it ON DELETE CASCADE stay', async () => {
+  await dbs().target.query(`UPDATE people SET local_note = 'kept' WHERE id = 3; INSERT INTO badges VALUES (1, 3)`);
+  await dbs().source.query(`UPDATE people SET id = 33, name = 'C2' WHERE id = 3`);
+  await expectTargetMatches(dbs(), tables('people'), { what: 'people after a key change' });
+  expect((await dbs().target.query(`SELECT id, local_note FROM people WHERE id = 33`)).rows).toEqual([{ id: 33, local_note: 'kept' }]);
+  expect((await dbs().target.query(`SELECT id, person_id FROM badges`)).rows).toEqual([{ id: 1, person_id: 33 }]);
+  expect(await conflicts()).toHaveLength(1); // the evens row parked above, nothing new
 });

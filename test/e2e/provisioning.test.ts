@@ -121,6 +121,7 @@ describe('apply', () => {
       { id: 0, name: 'create-migrations-table' },
       { id: 1, name: 'syncctl-schema' },
       { id: 2, name: 'held-changes' },
+      { id: 3, name: 'copy-source-filenode' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
     expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
