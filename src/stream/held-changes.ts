@@ -27,6 +27,8 @@ interface Pending {
 }
 
 export interface ReplayedChange {
+  /** The commit position of the source transaction that made it. */
+  readonly commitLsn: string;
   readonly op: 'W' | 'D' | 'K' | 'T';
   readonly unchanged: number[] | null;
   readonly columns: string[];
@@ -90,12 +92,12 @@ export class HeldChanges {
     let after = 0n;
     let count = 0;
     for (;;) {
-      const { rows } = await this.session().query<{ position: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null }>(
-        `SELECT h.seq::text AS position, h.op, h.unchanged, h.columns, h.vals FROM syncctl.held_changes AS h
+      const { rows } = await this.session().query<{ position: string; commit_lsn: string; op: string; unchanged: number[] | null; columns: string[]; vals: (string | null)[] | null }>(
+        `SELECT h.seq::text AS position, h.commit_lsn::text AS commit_lsn, h.op, h.unchanged, h.columns, h.vals FROM syncctl.held_changes AS h
           WHERE h.sync_name = $1 AND h.table_name = $2 AND h.seq > $3 AND h.commit_lsn >= $4::pg_lsn ORDER BY h.seq LIMIT ${PAGE_ROWS}`,
         [this.syncName, table, String(after), formatLsn(snapshotLsn)]);
       for (const r of rows) {
-        await apply({ op: r.op as ReplayedChange['op'], unchanged: r.unchanged, columns: r.columns, values: bytes(r.vals) });
+        await apply({ commitLsn: r.commit_lsn, op: r.op as ReplayedChange['op'], unchanged: r.unchanged, columns: r.columns, values: bytes(r.vals) });
         count++;
       }
       if (rows.length < PAGE_ROWS) break;

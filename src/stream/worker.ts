@@ -449,7 +449,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       await writer.begin();
       await held.flush();
       let current: { columns: string; id: string } | undefined;
+      let lsn: string | undefined;
       const count = await held.replay(r.resolved.table.name, r.snapshotLsn, async (c) => {
+        // What is parked of a held change carries its own transaction's position.
+        if (c.commitLsn !== lsn) writer.setContext({ lsn: lsn = c.commitLsn, commitTime: null });
         const columns = c.columns.join('\u0000');
         if (current?.columns !== columns) {
           if (current) await writer.applyStaged(context());
@@ -460,6 +463,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         else await writer.stage(current.id, c.op, c.unchanged, c.values);
       });
       await writer.applyStaged(context());
+      // The source transaction being read, if any, goes on under its own position.
+      if (lsn !== undefined) writer.setContext(context());
       if (count > 0) logger.info({ table: r.resolved.table.name, changes: count }, 'applied the changes held during the copy');
     };
 
