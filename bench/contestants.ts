@@ -1,6 +1,8 @@
 /**
- * The two contestants behind one interface: native logical replication (publication +
- * subscription) and syncctl (apply = provisioning + initial copy; the worker as a child process).
+ * The contestants behind one interface: native logical replication (publication + subscription),
+ * twice: as in the reference (PG 15 defaults, streaming = off) and as Postgres 18 ships it
+ * (streaming = parallel; on PG 15, which has no parallel apply, streaming = on), and syncctl
+ * (apply = provisioning + initial copy; the worker as a child process).
  * Each one knows how to reach "streaming, caught up", pause and resume its apply side, report
  * its applied position on the target, and tear itself down leaving no slot behind.
  */
@@ -10,10 +12,13 @@ import { now, sleep, type Db } from './db.ts';
 import { PGBENCH_TABLES } from './specs.ts';
 import { WorkerProcess } from './worker-process.ts';
 
-export type ContestantName = 'native' | 'syncctl';
+export type ContestantName = 'native' | 'native-parallel' | 'syncctl';
 
 export interface Contestant {
+  /** Key of its figures in the results. */
   readonly name: ContestantName;
+  /** How logs, CPU notes and the report name it. */
+  readonly label: string;
   /** application_name of its walsender on the source. */
   readonly walsenderApp: string;
   /**
@@ -37,6 +42,7 @@ export interface ContestantContext {
   readonly tgt: Db;
   readonly major: number;
   readonly sourceConnInfo: string;
+  /** streaming = … of the reference native subscription (NATIVE_STREAMING, default off). */
   readonly nativeStreaming: string;
   readonly say: (line: string) => void;
 }
@@ -50,63 +56,100 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
 }
 
 export const NATIVE_PUB = 'bench_native';
-const NATIVE_SUB = 'bench_sub';
-const NATIVE_ORIGIN_LSN = `coalesce((SELECT remote_lsn - '0/0' FROM pg_replication_origin_status
-   WHERE external_id = (SELECT 'pg_' || oid FROM pg_subscription WHERE subname = '${NATIVE_SUB}')), 0)::float8`;
-const NATIVE_WORKERS = `backend_type LIKE 'logical replication %worker'`;
+/** Every logical replication worker on the target (apply, table sync, parallel apply; not the launcher). */
+export const NATIVE_WORKERS = `backend_type LIKE 'logical replication %worker'`;
+/** Parallel apply workers (PG 16+): one holds the transaction of a streamed remote transaction. */
+const PARALLEL_WORKERS = `backend_type = 'logical replication parallel worker'`;
+
+/** How the second native contestant streams: parallel where it exists (PG 16+), else on. */
+export function nativeBestStreaming(major: number): 'parallel' | 'on' {
+  return major >= 16 ? 'parallel' : 'on';
+}
+
+/** PG 15's launcher starts workers at most once per wal_retrieve_retry_interval (5 s), across subscriptions. */
+let lastWorkerStart = 0;
 
 export class NativeContestant implements Contestant {
-  readonly name = 'native' as const;
-  readonly walsenderApp = NATIVE_SUB;
-  readonly appliedSql = `SELECT extract(epoch from clock_timestamp())::float8, ${NATIVE_ORIGIN_LSN}`;
-  readonly progressSql = `SELECT extract(epoch from clock_timestamp())::float8, ${NATIVE_ORIGIN_LSN},
-    (SELECT extract(epoch from min(xact_start))::float8 FROM pg_stat_activity WHERE ${NATIVE_WORKERS} AND xact_start IS NOT NULL)`;
+  readonly name: 'native' | 'native-parallel';
+  readonly label: string;
+  /** streaming = … of its subscription. */
+  readonly streaming: string;
+  /** The subscription's name (= its slot's and its walsender's application_name). */
+  readonly subscription: string;
+  readonly walsenderApp: string;
+  readonly appliedSql: string;
+  readonly progressSql: string;
+  /** One row: xact_start (s) of a parallel apply worker's open transaction (a streamed remote transaction being applied), else null. */
+  readonly parallelApplySql = `SELECT (SELECT extract(epoch from min(xact_start))::float8 FROM pg_stat_activity
+    WHERE ${PARALLEL_WORKERS} AND xact_start IS NOT NULL)`;
   private readonly ctx: ContestantContext;
-  /** PG 15's launcher starts workers at most once per wal_retrieve_retry_interval (5 s). */
-  private lastWorkerStart = 0;
 
-  constructor(ctx: ContestantContext) {
+  /**
+   * `best`: the subscription as Postgres 18 ships it, streaming = parallel (PG 15: on); otherwise
+   * the reference's, streaming = ctx.nativeStreaming. Each has its own subscription name, so that
+   * its walsender and slot are told apart in the CPU notes.
+   */
+  constructor(ctx: ContestantContext, best = false) {
     this.ctx = ctx;
+    this.name = best ? 'native-parallel' : 'native';
+    this.streaming = best ? nativeBestStreaming(ctx.major) : ctx.nativeStreaming;
+    this.label = best ? `native, streaming = ${this.streaming}${ctx.major < 16 ? ' (PG 15 has no parallel)' : ''}` : 'native';
+    this.subscription = best ? 'bench_sub_parallel' : 'bench_sub';
+    this.walsenderApp = this.subscription;
+    const originLsn = `coalesce((SELECT remote_lsn - '0/0' FROM pg_replication_origin_status
+       WHERE external_id = (SELECT 'pg_' || oid FROM pg_subscription WHERE subname = '${this.subscription}')), 0)::float8`;
+    this.appliedSql = `SELECT extract(epoch from clock_timestamp())::float8, ${originLsn}`;
+    this.progressSql = `SELECT extract(epoch from clock_timestamp())::float8, ${originLsn},
+      (SELECT extract(epoch from min(xact_start))::float8 FROM pg_stat_activity WHERE ${NATIVE_WORKERS} AND xact_start IS NOT NULL)`;
   }
 
   private async launcherGuard(): Promise<void> {
     if (this.ctx.major >= 16) return; // 16+: per-subscription start times, forgotten on a clean exit
-    const wait = this.lastWorkerStart + 5.5 - now();
+    const wait = lastWorkerStart + 5.5 - now();
     if (wait > 0) await sleep(wait * 1000);
   }
 
   async setup(): Promise<void> {
     await this.launcherGuard();
-    this.lastWorkerStart = now();
+    lastWorkerStart = now();
     const { tgt } = this.ctx;
-    await tgt.exec(`CREATE SUBSCRIPTION ${NATIVE_SUB} CONNECTION '${this.ctx.sourceConnInfo}' PUBLICATION ${NATIVE_PUB}
-      WITH (copy_data = true, streaming = ${this.ctx.nativeStreaming}, binary = false, synchronous_commit = off)`);
-    await waitFor('native initial sync (all tables ready)', async () => {
+    await tgt.exec(`CREATE SUBSCRIPTION ${this.subscription} CONNECTION '${this.ctx.sourceConnInfo}' PUBLICATION ${NATIVE_PUB}
+      WITH (copy_data = true, streaming = ${this.streaming}, binary = false, synchronous_commit = off)`);
+    await waitFor(`${this.label}: initial sync (all tables ready)`, async () => {
       const r = await tgt.rows<{ n: string; pending: string }>(
         `SELECT count(*) AS n, count(*) FILTER (WHERE srsubstate <> 'r') AS pending FROM pg_subscription_rel
-          WHERE srsubid = (SELECT oid FROM pg_subscription WHERE subname = '${NATIVE_SUB}')`);
+          WHERE srsubid = (SELECT oid FROM pg_subscription WHERE subname = '${this.subscription}')`);
       return Number(r[0]!.n) === PGBENCH_TABLES.length && Number(r[0]!.pending) === 0;
     }, 1_800_000);
   }
 
   async pause(): Promise<void> {
     const { src, tgt } = this.ctx;
-    await tgt.exec(`ALTER SUBSCRIPTION ${NATIVE_SUB} DISABLE`);
-    await waitFor('native apply worker and walsender to stop', async () =>
+    await tgt.exec(`ALTER SUBSCRIPTION ${this.subscription} DISABLE`);
+    await waitFor(`${this.label}: apply workers and walsender to stop`, async () =>
       (await tgt.number(`SELECT count(*) FROM pg_stat_activity WHERE ${NATIVE_WORKERS}`)) === 0 &&
-      (await src.number(`SELECT count(*) FROM pg_stat_replication WHERE application_name = '${NATIVE_SUB}'`)) === 0);
+      (await src.number(`SELECT count(*) FROM pg_stat_replication WHERE application_name = '${this.subscription}'`)) === 0);
   }
 
   async resume(): Promise<number> {
     await this.launcherGuard();
     const t0 = now();
-    this.lastWorkerStart = t0;
-    await this.ctx.tgt.exec(`ALTER SUBSCRIPTION ${NATIVE_SUB} ENABLE`);
+    lastWorkerStart = t0;
+    await this.ctx.tgt.exec(`ALTER SUBSCRIPTION ${this.subscription} ENABLE`);
     return t0;
   }
 
+  /**
+   * Drops the subscription (and with it its slot on the source), then waits until none of its
+   * workers is left on the target: a parallel apply worker exits after its leader, and must not
+   * run into the next contestant's round.
+   */
   async teardown(): Promise<void> {
-    await this.ctx.tgt.exec(`DROP SUBSCRIPTION IF EXISTS ${NATIVE_SUB}`);
+    const { src, tgt } = this.ctx;
+    await tgt.exec(`DROP SUBSCRIPTION IF EXISTS ${this.subscription}`);
+    await waitFor(`${this.label}: logical replication workers and walsender to exit after DROP SUBSCRIPTION`, async () =>
+      (await tgt.number(`SELECT count(*) FROM pg_stat_activity WHERE ${NATIVE_WORKERS}`)) === 0 &&
+      (await src.number(`SELECT count(*) FROM pg_stat_replication WHERE application_name = '${this.subscription}'`)) === 0);
   }
 }
 
@@ -119,6 +162,7 @@ export interface SyncctlContext extends ContestantContext {
 
 export class SyncctlContestant implements Contestant {
   readonly name = 'syncctl' as const;
+  readonly label = 'syncctl';
   readonly walsenderApp: string;
   readonly appliedSql: string;
   readonly progressSql: string;

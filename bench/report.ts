@@ -5,25 +5,38 @@ import { max, median, min } from './stats.ts';
 
 export type Better = 'higher' | 'lower' | 'none';
 
-interface Metric {
+export interface AddOptions {
+  /** Overrides the contestant names in the table for this row (e.g. pg_recvlogical). */
+  readonly labels?: Partial<Record<ContestantName, string>>;
+  /**
+   * The native figure stands for native-parallel too (the initial copy: a subscription's
+   * streaming option does not touch it), shown as "= native" with the same ratio.
+   */
+  readonly parallelIsNative?: boolean;
+}
+
+interface Metric extends AddOptions {
   readonly scenario: string;
   readonly metric: string;
   readonly unit: string;
   readonly better: Better;
   readonly values: Record<ContestantName, number[]>;
-  /** Overrides the contestant names in the table for this row (e.g. pg_recvlogical). */
-  readonly labels?: Partial<Record<ContestantName, string>>;
 }
 
 export class Results {
   private readonly metrics = new Map<string, Metric>();
+  /** Column heading of the second native contestant ("native, streaming = parallel"). */
+  private readonly parallelLabel: string;
 
-  add(scenario: string, metric: string, who: ContestantName, value: number, unit: string, better: Better,
-    labels?: Partial<Record<ContestantName, string>>): void {
+  constructor(parallelLabel: string) {
+    this.parallelLabel = parallelLabel;
+  }
+
+  add(scenario: string, metric: string, who: ContestantName, value: number, unit: string, better: Better, options: AddOptions = {}): void {
     const id = `${scenario}\u0000${metric}`;
     let m = this.metrics.get(id);
     if (!m) {
-      m = { scenario, metric, unit, better, values: { native: [], syncctl: [] }, ...(labels ? { labels } : {}) };
+      m = { scenario, metric, unit, better, values: { native: [], 'native-parallel': [], syncctl: [] }, ...options };
       this.metrics.set(id, m);
     }
     m.values[who].push(value);
@@ -33,24 +46,40 @@ export class Results {
     return [...this.metrics.values()];
   }
 
-  /** The markdown table: median [min–max] per contestant and the ratio (> 1 = syncctl better). */
+  /**
+   * The markdown table: median [min–max] per contestant and the ratio of syncctl to each native
+   * contestant (> 1 = syncctl better). The native-parallel columns appear when it was measured.
+   */
   table(): string {
-    const lines = [
-      '| scenario | metric | native median [min–max] | syncctl median [min–max] | ratio (> 1 = syncctl better) |',
-      '|---|---|---:|---:|---:|',
-    ];
+    const metrics = [...this.metrics.values()];
+    const withParallel = metrics.some((m) => m.values['native-parallel'].length > 0);
+    const lines = withParallel
+      ? [
+        `| scenario | metric | native median [min–max] | ${this.parallelLabel}: median [min–max] | syncctl median [min–max] | ` +
+          `ratio syncctl vs native (> 1 = syncctl better) | ratio syncctl vs ${this.parallelLabel} (> 1 = syncctl better) |`,
+        '|---|---|---:|---:|---:|---:|---:|',
+      ]
+      : [
+        '| scenario | metric | native median [min–max] | syncctl median [min–max] | ratio (> 1 = syncctl better) |',
+        '|---|---|---:|---:|---:|',
+      ];
     // By scenario letter, then in the order the figures were first recorded.
-    const ordered = [...this.metrics.values()].map((m, i) => ({ m, i }))
+    const ordered = metrics.map((m, i) => ({ m, i }))
       .sort((a, b) => a.m.scenario.slice(0, 2).localeCompare(b.m.scenario.slice(0, 2)) || a.i - b.i).map(({ m }) => m);
     for (const m of ordered) {
       const cell = (who: ContestantName) => {
+        if (who === 'native-parallel' && m.parallelIsNative) return m.values.native.length > 0 ? '= native (copy not streamed)' : '—';
         const v = m.values[who];
         if (v.length === 0) return '—';
         const prefix = m.labels?.[who] ? `${m.labels[who]}: ` : '';
         return `${prefix}${fmt(median(v), m.unit)} [${fmt(min(v), m.unit)}–${fmt(max(v), m.unit)}]`;
       };
       const unit = m.metric.includes(m.unit) ? '' : ` (${m.unit})`;
-      lines.push(`| ${m.scenario} | ${m.metric}${unit}${arrow(m.better)} | ${cell('native')} | ${cell('syncctl')} | ${ratio(m)} |`);
+      const head = `| ${m.scenario} | ${m.metric}${unit}${arrow(m.better)} | ${cell('native')} | `;
+      lines.push(withParallel
+        ? `${head}${cell('native-parallel')} | ${cell('syncctl')} | ${ratio(m, 'native')} | ` +
+          `${ratio(m, m.parallelIsNative ? 'native' : 'native-parallel')} |`
+        : `${head}${cell('syncctl')} | ${ratio(m, 'native')} |`);
     }
     return lines.join('\n');
   }
@@ -60,10 +89,13 @@ function arrow(better: Better): string {
   return better === 'higher' ? ' ↑' : better === 'lower' ? ' ↓' : '';
 }
 
-function ratio(m: Metric): string {
-  if (m.better === 'none' || m.values.native.length === 0 || m.values.syncctl.length === 0) return '—';
-  const n = median(m.values.native);
+/** syncctl against one native contestant, oriented so that > 1 = syncctl better. */
+function ratio(m: Metric, against: 'native' | 'native-parallel'): string {
+  if (m.better === 'none' || m.values[against].length === 0 || m.values.syncctl.length === 0) return '—';
+  const n = median(m.values[against]);
   const s = median(m.values.syncctl);
+  // A negative duration (native-parallel's apply starting before the source COMMIT) has no meaningful ratio.
+  if (n < 0 || s < 0) return '—';
   const r = m.better === 'higher' ? s / n : n / s;
   if (!Number.isFinite(r)) return n === s ? '1.00' : (r > 0 ? '∞' : '—');
   return `**${r.toFixed(2)}×**`;

@@ -1,14 +1,20 @@
 /**
  * `npm run bench` / `npm run bench:quick`: syncctl against native logical replication, side by
  * side in one run, on two throw-away Postgres servers started here (same version and settings for
- * both contestants). Each repetition runs both contestants, alternating which goes first, on the
- * same data; the table gives medians, min–max and the ratio oriented so that > 1 = syncctl better.
+ * every contestant). Native runs twice: as in the reference (PG 15 defaults, streaming = off) and
+ * as Postgres 18 ships it (streaming = parallel; on PG 15, streaming = on), the latter in (b), (c)
+ * and (d) (its initial copy is native's: a copy is not streamed). Each repetition runs the
+ * contestants on the same data, in reversed order every other repetition; the table gives
+ * medians, min–max and the ratio of syncctl to each native contestant, oriented so that > 1 =
+ * syncctl better.
  * The run is recorded in bench/RESULTS.md (its own section per mode); raw samples, CPU accounting
  * and worker logs go to bench/out/<time>-<mode>/.
  *
  * Knobs (env): PG_MAJOR (18), REPS (3), SCALE (10; quick 1), BACKLOG_TX (150000; quick 2000),
  * LIVE_SECONDS (30; quick 3), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
- * in the first native round), NATIVE_STREAMING (off), ONLY ("a b c d f": scenarios to run),
+ * in the first native round), NATIVE_STREAMING (off: the reference native subscription's),
+ * NATIVE_PARALLEL_REPS (in how many repetitions, the first ones, native with streaming = parallel
+ * runs; REPS, quick 1; 0 = not at all), ONLY ("a b c d f": scenarios to run),
  * BENCH_PGBIN (directory of pgbench and pg_recvlogical).
  * Diagnostics (a run with them is not a result to record): BENCH_SERVER_SETTINGS
  * ("log_min_duration_statement=0,..." on both servers), BENCH_WORKER_ARGS ("--batch-ms 5"),
@@ -23,7 +29,7 @@ import { startLocalCluster, type LocalCluster, type PostgresMajor } from '../src
 import { applyAll, destroyAll } from '../src/plan/reconcile.ts';
 import { loadSpecs } from '../src/spec/load-specs.ts';
 import type { LoadedSync } from '../src/spec/loaded-sync.ts';
-import { NATIVE_PUB, NativeContestant, SyncctlContestant, type Contestant } from './contestants.ts';
+import { NATIVE_PUB, NATIVE_WORKERS, nativeBestStreaming, NativeContestant, SyncctlContestant, type Contestant } from './contestants.ts';
 import { CpuWindow, formatCores, postmasterPid } from './cpu.ts';
 import { Db, now, sleep } from './db.ts';
 import { LagProbe, timeLags } from './lag.ts';
@@ -57,6 +63,8 @@ const CONFIG = {
   clients: 4,
   threads: 2,
   nativeStreaming: process.env['NATIVE_STREAMING'] ?? 'off',
+  /** Repetitions (the first ones) with the native streaming = parallel contestant; quick: one, to stay under 2.5 minutes. */
+  parallelReps: process.env['NATIVE_PARALLEL_REPS'] === '0' ? 0 : envNumber('NATIVE_PARALLEL_REPS', QUICK ? 1 : envNumber('REPS', 3)),
   only: new Set((process.env['ONLY'] ?? 'a b c d f').split(/[\s,]+/).filter(Boolean)),
   pollMs: 10,
   /** (d): how long to wait for catch-up after the load before giving up on that repetition. */
@@ -76,6 +84,19 @@ const SERVER_SETTINGS: Record<string, string | number> = {
   autovacuum: 'off',
   max_replication_slots: 10,
   max_wal_senders: 10,
+  // Logical replication workers (one subscription at a time: 1 apply worker + up to 2 table sync
+  // workers during the copy + up to 2 parallel apply workers on 16+), taken from max_worker_processes.
+  // Set here, not left to the embedded cluster's defaults, so that they are the same on both servers
+  // and shown in the report.
+  max_worker_processes: 32,
+  max_logical_replication_workers: 16,
+  max_sync_workers_per_subscription: 2,
+  ...(CONFIG.major >= 16 ? { max_parallel_apply_workers_per_subscription: 2 } : {}),
+  // Full: the default. Quick: (b)'s transaction (100k rows) stays under 64 MB decoded (seen: not
+  // streamed), so streaming = parallel would not stream it (the full run's 1M rows are streamed, and
+  // spilled by streaming = off); 8 MB makes quick decode it as the full run does. syncctl's worker
+  // sets 8 MB for its own walsender either way (--decoding-work-mem), so it is not affected.
+  logical_decoding_work_mem: QUICK ? '8MB' : '64MB',
   // Diagnostics only (e.g. log_min_duration_statement=200): BENCH_SERVER_SETTINGS="name=value,name=value",
   // applied to both servers and printed with the others.
   ...Object.fromEntries((process.env['BENCH_SERVER_SETTINGS'] ?? '').split(',').filter((kv) => kv.includes('='))
@@ -114,6 +135,8 @@ interface Bench {
   readonly tgtPoll: Db;
   readonly tgtPoll2: Db;
   readonly native: NativeContestant;
+  /** Native with streaming = parallel (PG 15: on). */
+  readonly nativeBest: NativeContestant;
   readonly syncctl: SyncctlContestant;
   readonly mappedSyncs: readonly LoadedSync[];
   readonly results: Results;
@@ -169,7 +192,7 @@ async function waitApplied(b: Bench, c: Contestant, x: number, opts: { since?: n
     const [t, lsn, xs] = r.rows[0] as [number, number, number | null];
     if (xs !== null && (opts.since === undefined || xs >= opts.since - 1)) applyStart = Number(xs);
     if (Number(lsn) > x) return { at: Number(t), applyStart };
-    if (Date.now() > deadline) throw new CatchUpTimeout(`${c.name} did not catch up with ${x} in ${opts.timeoutS ?? 1800} s (at ${lsn})`, Number(lsn));
+    if (Date.now() > deadline) throw new CatchUpTimeout(`${c.label} did not catch up with ${x} in ${opts.timeoutS ?? 1800} s (at ${lsn})`, Number(lsn));
     if (c instanceof SyncctlContestant) c.worker?.assertAlive();
     await sleep(CONFIG.pollMs);
   }
@@ -240,24 +263,63 @@ async function catalogChurn(b: Bench, what: string): Promise<void> {
 
 const MAPPED_ROW = 'a. initial copy, syncctl with mapping (native: identity)';
 
-/** (a) initial copy with identity mapping; leaves the contestant streaming. */
+/**
+ * (a) initial copy with identity mapping; leaves the contestant streaming. native-parallel copies
+ * too (its own subscription, same starting state) but is not recorded: a subscription's streaming
+ * option does not touch the copy, native's figure stands for both.
+ */
 async function scenarioA(b: Bench, c: Contestant): Promise<void> {
   await resetTarget(b);
-  const cpu = b.cpu();
-  await cpu.begin();
+  const cpu = c.name === 'native-parallel' ? undefined : b.cpu();
+  await cpu?.begin();
   const t0 = now();
   await c.setup();
   const seconds = now() - t0;
-  await cpuNote(b, `a. initial copy · ${c.name}`, cpu);
+  if (cpu) await cpuNote(b, `a. initial copy · ${c.label}`, cpu);
   const copied = await b.tgt.number('SELECT count(*) FROM pgbench_accounts');
-  if (copied !== ROWS) throw new Error(`${c.name}: initial copy left ${copied} rows in pgbench_accounts, expected ${ROWS}`);
-  say(`    a. ${c.name} initial copy: ${seconds.toFixed(2)} s, ${fmt(ROWS / seconds, 'rows/s')} rows/s`);
-  if (want('a')) {
-    b.results.add('a. initial copy, identity', 'rows/s', c.name, ROWS / seconds, 'rows/s', 'higher');
-    b.results.add('a. initial copy, identity', 'time', c.name, seconds, 's', 'lower');
+  if (copied !== ROWS) throw new Error(`${c.label}: initial copy left ${copied} rows in pgbench_accounts, expected ${ROWS}`);
+  say(`    a. ${c.label} initial copy: ${seconds.toFixed(2)} s, ${fmt(ROWS / seconds, 'rows/s')} rows/s${cpu ? '' : ' (not recorded: the copy is native\'s)'}`);
+  if (want('a') && c.name !== 'native-parallel') {
+    const parallelIsNative = c.name === 'native' && CONFIG.parallelReps > 0;
+    b.results.add('a. initial copy, identity', 'rows/s', c.name, ROWS / seconds, 'rows/s', 'higher', { parallelIsNative });
+    b.results.add('a. initial copy, identity', 'time', c.name, seconds, 's', 'lower', { parallelIsNative });
     // Native has no mapping: its identity copy is the yardstick for syncctl's mapped copy.
-    if (c.name === 'native') b.results.add(MAPPED_ROW, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { native: 'identity' });
+    if (c.name === 'native') {
+      b.results.add(MAPPED_ROW, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { labels: { native: 'identity' }, parallelIsNative });
+    }
   }
+}
+
+/**
+ * For native-parallel's (b): polls (every 10 ms, from before the UPDATE) for a parallel apply
+ * worker's open transaction, i.e. the streamed transaction being applied while the source still
+ * runs it; keeps the earliest xact_start seen.
+ */
+function sampleParallelApply(b: Bench, c: NativeContestant, since: number): { stop: () => Promise<{ first: number | undefined; seen: number; polls: number }> } {
+  let running = true;
+  let first: number | undefined;
+  let seen = 0;
+  let polls = 0;
+  let failure: unknown;
+  const loop = (async () => {
+    while (running) {
+      const v = await b.tgtPoll2.value(c.parallelApplySql);
+      polls++;
+      if (v !== null && Number(v) >= since - 1) {
+        seen++;
+        first = first === undefined ? Number(v) : Math.min(first, Number(v));
+      }
+      await sleep(CONFIG.pollMs);
+    }
+  })().catch((error: unknown) => { failure = error; });
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      if (failure) throw failure;
+      return { first, seen, polls };
+    },
+  };
 }
 
 /** (b) one UPDATE of every pgbench_accounts row in one transaction; (e) worker peak RSS. */
@@ -270,18 +332,36 @@ async function scenarioB(b: Bench, c: Contestant): Promise<void> {
   await cpu.begin();
   const lsn0 = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
   const ts = await b.src.number('SELECT extract(epoch from clock_timestamp())::float8');
-  await b.src.exec('BEGIN');
-  await b.src.exec('UPDATE pgbench_accounts SET abalance = abalance + 1');
-  const x = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
-  await b.src.exec('COMMIT');
-  const tc = await b.src.number('SELECT extract(epoch from clock_timestamp())::float8');
+  // streaming = parallel: the apply starts while the source transaction runs (once its decoded
+  // changes pass logical_decoding_work_mem), in a parallel apply worker; watched from here.
+  const parallel = c instanceof NativeContestant && c.streaming === 'parallel' ? sampleParallelApply(b, c, ts) : undefined;
+  let par: { first: number | undefined; seen: number; polls: number } | undefined;
+  let x: number;
+  let tc: number;
+  let caught: Caught;
+  try {
+    await b.src.exec('BEGIN');
+    await b.src.exec('UPDATE pgbench_accounts SET abalance = abalance + 1');
+    x = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
+    await b.src.exec('COMMIT');
+    tc = await b.src.number('SELECT extract(epoch from clock_timestamp())::float8');
+    caught = await waitApplied(b, c, x, { since: tc });
+  } finally {
+    par = await parallel?.stop();
+  }
   const worker = c instanceof SyncctlContestant ? c.worker : undefined;
-  const caught = await waitApplied(b, c, x, { since: tc });
-  await cpuNote(b, `b. ${ROWS_TEXT}-row UPDATE · ${c.name}`, cpu);
-  const applyStart = caught.applyStart ?? tc;
+  await cpuNote(b, `b. ${ROWS_TEXT}-row UPDATE · ${c.label}`, cpu);
+  if (par && par.first === undefined) {
+    const w = `${c.label} (b): no parallel apply worker transaction seen in ${par.polls} polls: the UPDATE was not applied in parallel ` +
+      '(not streamed, or serialized to a file by the leader); its apply start is the leader\'s';
+    b.warnings.push(w);
+    say(`WARNING ${w}`);
+  }
+  const applyStart = par?.first ?? caught.applyStart ?? tc;
   const commitToCaught = caught.at - tc;
-  say(`    b. ${c.name}: update ${(tc - ts).toFixed(2)} s (${((x - lsn0) / 1048576).toFixed(0)} MB WAL); commit→apply start ` +
-    `${(applyStart - tc).toFixed(2)} s${caught.applyStart === undefined ? ' (not seen: commit time used)' : ''}; commit→caught up ` +
+  say(`    b. ${c.label}: update ${(tc - ts).toFixed(2)} s (${((x - lsn0) / 1048576).toFixed(0)} MB WAL); commit→apply start ` +
+    `${(applyStart - tc).toFixed(2)} s${par?.first !== undefined ? ` (parallel apply worker's transaction, in ${par.seen} of ${par.polls} polls)` : ''}` +
+    `${par?.first === undefined && caught.applyStart === undefined ? ' (not seen: commit time used)' : ''}; commit→caught up ` +
     `${commitToCaught.toFixed(2)} s; apply ${fmt(ROWS / (caught.at - applyStart), 'rows/s')} rows/s`);
   b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'commit → caught up', c.name, commitToCaught, 's', 'lower');
   b.results.add(`b. ${ROWS_TEXT}-row UPDATE, one txn`, 'apply rows/s (apply start → caught up)', c.name, ROWS / (caught.at - applyStart), 'rows/s', 'higher');
@@ -293,7 +373,7 @@ async function scenarioB(b: Bench, c: Contestant): Promise<void> {
     b.results.add('e. worker peak RSS during (b)', 'VmHWM (target ≤ 256 MB)', 'syncctl', rss, 'MB', 'none');
     b.results.add('e. worker peak RSS during (b)', 'VmHWM before (b), streaming idle (info)', 'syncctl', idleRss, 'MB', 'none');
   }
-  await sameData(b, '(b)', c.name);
+  await sameData(b, '(b)', c.label);
 }
 
 /**
@@ -314,7 +394,7 @@ async function settleSlot(b: Bench, c: Contestant): Promise<void> {
     const behind = await b.src.number(`SELECT count(*)::float8 FROM pg_replication_slots WHERE slot_type = 'logical' AND (restart_lsn - '0/0')::float8 < $1`, [past]).catch(() => NaN);
     if (behind === 0) return;
     if (now() > deadline) {
-      say(`    c. ${c.name}: the slot's restart point did not pass (b) within 30 s (${behind} slot(s) behind); measuring anyway`);
+      say(`    c. ${c.label}: the slot's restart point did not pass (b) within 30 s (${behind} slot(s) behind); measuring anyway`);
       return;
     }
     await sleep(200);
@@ -342,9 +422,9 @@ async function scenarioC(b: Bench, c: Contestant): Promise<void> {
   const worker = c instanceof SyncctlContestant ? c.worker : undefined;
   const caught = await waitApplied(b, c, x);
   const seconds = caught.at - t0;
-  await cpuNote(b, `c. backlog drain · ${c.name}`, cpu);
+  await cpuNote(b, `c. backlog drain · ${c.label}`, cpu);
   const startup = worker?.streamingAt !== undefined ? worker.streamingAt - t0 : undefined;
-  say(`    c. ${c.name}: backlog ${ntx} tx (${((x - lsn0) / 1048576).toFixed(0)} MB WAL, written at ${pg.tps.toFixed(0)} tx/s); ` +
+  say(`    c. ${c.label}: backlog ${ntx} tx (${((x - lsn0) / 1048576).toFixed(0)} MB WAL, written at ${pg.tps.toFixed(0)} tx/s); ` +
     `drained in ${seconds.toFixed(2)} s = ${fmt(ntx / seconds, 'tx/s')} tx/s` +
     (startup !== undefined ? ` (worker startup to "streaming" ${startup.toFixed(2)} s; ${fmt(ntx / (seconds - startup), 'tx/s')} tx/s after it)` : ''));
   b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s (start → caught up)', c.name, ntx / seconds, 'tx/s', 'higher');
@@ -354,7 +434,7 @@ async function scenarioC(b: Bench, c: Contestant): Promise<void> {
     b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s after worker startup (info)', c.name, ntx / (seconds - startup), 'tx/s', 'none');
   }
   if (worker) await worker.waitStreaming();
-  await sameData(b, '(c)', c.name);
+  await sameData(b, '(c)', c.label);
 }
 
 let lagFiles = 0;
@@ -369,7 +449,7 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
     const cal = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.calibrateSeconds)]);
     b.rate = Math.max(100, Math.round((cal.tps * CONFIG.rateFraction) / 50) * 50);
     b.notes.push(`(d) rate: native's unthrottled pgbench run (${CONFIG.calibrateSeconds} s, ${CONFIG.clients} clients, subscription streaming) ` +
-      `gave ${cal.tps.toFixed(0)} tx/s; both contestants run at ${CONFIG.rateFraction * 100} % of it: --rate ${b.rate}.`);
+      `gave ${cal.tps.toFixed(0)} tx/s; every contestant runs at ${CONFIG.rateFraction * 100} % of it: --rate ${b.rate}.`);
     say(`    d. unthrottled ${cal.tps.toFixed(0)} tx/s -> --rate ${b.rate}`);
     await waitApplied(b, c, await markerTxn(b));
   }
@@ -392,11 +472,11 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
     tStart = now();
     pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-T', String(CONFIG.liveSeconds), '-R', String(b.rate)]);
     tEnd = now();
-    await cpuNote(b, `d. live pgbench · ${c.name}`, cpu);
+    await cpuNote(b, `d. live pgbench · ${c.label}`, cpu);
     const marker = await markerTxn(b);
     caught = await waitApplied(b, c, marker, { timeoutS: CONFIG.catchUpTimeoutS }).catch((error: unknown) => {
       if (!(error instanceof CatchUpTimeout)) throw error;
-      const w = `${c.name} (d): not caught up ${CONFIG.catchUpTimeoutS} s after pgbench ended (${((marker - error.at) / 1048576).toFixed(1)} MB of WAL behind); ` +
+      const w = `${c.label} (d): not caught up ${CONFIG.catchUpTimeoutS} s after pgbench ended (${((marker - error.at) / 1048576).toFixed(1)} MB of WAL behind); ` +
         'lag figures cover the load window only';
       b.warnings.push(w);
       say(`WARNING ${w}`);
@@ -405,7 +485,7 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
   } finally {
     await probe.stop();
   }
-  if (Number.isFinite(caught.at)) await sameData(b, '(d)', c.name);
+  if (Number.isFinite(caught.at)) await sameData(b, '(d)', c.label);
   // Backends report their counters at most once a second: the last second's commits of a
   // session may not be counted yet (a few % of the 30 s). The comparison's own are counted.
   const commits = await targetCommits(b) - commitsBefore;
@@ -415,7 +495,7 @@ async function scenarioD(b: Bench, c: Contestant): Promise<void> {
   const lags = timeLags(samples, tStart + 1, tEnd).map((s) => s * 1000);
   const replay = samples.replay.filter(([t, v]) => t >= tStart + 1 && t <= tEnd && v !== null).map(([, v]) => v! * 1000);
   const p = (q: number) => percentile(lags, q);
-  say(`    d. ${c.name}: ${pg.tps.toFixed(0)} tx/s for ${CONFIG.liveSeconds} s; time lag ms p50 ${p(50).toFixed(1)} p95 ${p(95).toFixed(1)} ` +
+  say(`    d. ${c.label}: ${pg.tps.toFixed(0)} tx/s for ${CONFIG.liveSeconds} s; time lag ms p50 ${p(50).toFixed(1)} p95 ${p(95).toFixed(1)} ` +
     `p99 ${p(99).toFixed(1)} max ${p(100).toFixed(1)} (${lags.length} samples, ${samples.source.length} source samples); ` +
     `replay_lag p99 ${percentile(replay, 99).toFixed(1)} ms; caught up ${(caught.at - tEnd).toFixed(2)} s after pgbench ended; ` +
     `${commits} target commits (${(pg.tps * CONFIG.liveSeconds / commits).toFixed(1)} source tx each, harness queries included)`);
@@ -439,26 +519,49 @@ async function targetCommits(b: Bench): Promise<number> {
 /** VmHWM of the syncctl worker once streaming, before (b). */
 let idleRss = Number.NaN;
 
-/** One contestant through (a)–(d), then torn down with no slot left on the source. */
+/**
+ * One contestant through (a)–(d), then torn down with no slot left on the source and no
+ * subscription or logical replication worker left on the target. native-parallel's (a) is its
+ * copy only (not recorded); it has no (e).
+ */
 async function contestantRound(b: Bench, c: Contestant, rep: number): Promise<void> {
-  say(`rep ${rep} · ${c.name}`);
+  say(`rep ${rep} · ${c.label}`);
   await scenarioA(b, c);
   if (c instanceof SyncctlContestant) {
     const worker = await c.startWorker();
     idleRss = worker.peakRssMb();
   }
-  if (want('b') || want('e')) await scenarioB(b, c);
-  await catalogChurn(b, `(b) ${c.name}`);
+  if (want('b') || (want('e') && c.name === 'syncctl')) await scenarioB(b, c);
+  await catalogChurn(b, `(b) ${c.label}`);
   if (want('c')) await scenarioC(b, c);
-  await catalogChurn(b, `(c) ${c.name}`);
+  await catalogChurn(b, `(c) ${c.label}`);
   if (want('d')) await scenarioD(b, c);
-  await catalogChurn(b, `(d) ${c.name}`);
+  await catalogChurn(b, `(d) ${c.label}`);
   await c.teardown();
   await noSlotsLeft(b);
   await checkpointBoth(b);
 }
 
+/** Contestants of one repetition: the order reverses every other repetition (native first in odd ones, for (d)'s calibration). */
+function roundOrder(b: Bench, rep: number): Contestant[] {
+  const order: Contestant[] = [b.native, ...(rep <= CONFIG.parallelReps ? [b.nativeBest] : []), b.syncctl];
+  return rep % 2 === 1 ? order : order.reverse();
+}
+
 async function noSlotsLeft(b: Bench): Promise<void> {
+  const subs = await b.tgt.rows<{ subname: string }>('SELECT subname FROM pg_subscription');
+  if (subs.length > 0) {
+    const w = `subscriptions left on the target after teardown: ${subs.map((s) => s.subname).join(', ')} (dropped)`;
+    b.warnings.push(w);
+    say(`WARNING ${w}`);
+    for (const s of subs) await b.tgt.exec(`DROP SUBSCRIPTION ${s.subname}`);
+  }
+  const workers = await b.tgt.rows<{ backend_type: string }>(`SELECT backend_type FROM pg_stat_activity WHERE ${NATIVE_WORKERS}`);
+  if (workers.length > 0) {
+    const w = `logical replication workers left on the target after teardown: ${workers.map((r) => r.backend_type).join(', ')}`;
+    b.warnings.push(w);
+    say(`WARNING ${w}`);
+  }
   const slots = await b.src.rows<{ slot_name: string; active: boolean }>('SELECT slot_name, active FROM pg_replication_slots');
   if (slots.length > 0) {
     const w = `slots left on the source after teardown: ${slots.map((s) => s.slot_name).join(', ')} (dropped)`;
@@ -488,7 +591,7 @@ async function scenarioMapped(b: Bench, rep: number): Promise<void> {
   const bad = await b.tgt.number(`SELECT count(*) FROM accounts_mapped WHERE label <> concat('branch ', branch_id, ' / account ', account_id)`);
   if (bad > 0) b.warnings.push(`mapped copy: ${bad} rows with a wrong label`);
   say(`    a. syncctl mapped copy: ${seconds.toFixed(2)} s, ${fmt(ROWS / seconds, 'rows/s')} rows/s`);
-  b.results.add(MAPPED_ROW, 'rows/s', 'syncctl', ROWS / seconds, 'rows/s', 'higher', { native: 'identity' });
+  b.results.add(MAPPED_ROW, 'rows/s', 'syncctl', ROWS / seconds, 'rows/s', 'higher', { labels: { native: 'identity' } });
   await destroyAll(b.mappedSyncs, { allowDestroy: true });
   await b.tgt.exec('TRUNCATE accounts_mapped');
   await noSlotsLeft(b);
@@ -523,7 +626,7 @@ async function scenarioF(b: Bench, rep: number): Promise<void> {
       if (code !== 0) throw new Error(`pg_recvlogical failed (${code}): ${err}`);
       await cpuNote(b, 'f. decode only · pg_recvlogical', cpu);
       say(`    f. pg_recvlogical: ${seconds.toFixed(2)} s = ${fmt(ROWS / seconds, 'rows/s')} rows/s (process start to exit)`);
-      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { native: 'pg_recvlogical' });
+      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'native', ROWS / seconds, 'rows/s', 'higher', { labels: { native: 'pg_recvlogical' } });
     } else {
       const t0 = now();
       const child = track(spawn(process.execPath, [path.join(BENCH_DIR, 'decode-reader.ts'), 'bench_dec_syncctl', NATIVE_PUB, end], {
@@ -541,7 +644,7 @@ async function scenarioF(b: Bench, rep: number): Promise<void> {
       if (r.changes !== ROWS) b.warnings.push(`(f) syncctl reader decoded ${r.changes} changes, expected ${ROWS}`);
       say(`    f. syncctl reader: ${r.seconds.toFixed(2)} s = ${fmt(ROWS / r.seconds, 'rows/s')} rows/s (open to end LSN; ` +
         `process start to exit ${wall.toFixed(2)} s); ${r.messages} messages, ${r.changes} changes, reader CPU ${r.cpuSeconds.toFixed(2)} s`);
-      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'syncctl', ROWS / r.seconds, 'rows/s', 'higher', { native: 'pg_recvlogical' });
+      b.results.add(`f. decode only (${ROWS_TEXT}-row UPDATE)`, 'rows/s', 'syncctl', ROWS / r.seconds, 'rows/s', 'higher', { labels: { native: 'pg_recvlogical' } });
     }
   }
   await b.src.exec(`SELECT pg_drop_replication_slot('bench_dec_recvlogical')`);
@@ -603,7 +706,8 @@ async function main(): Promise<void> {
     const tools = ensureTools(say);
     const machineLines = await machine();
     say(`syncctl bench (${MODE}): PG ${CONFIG.major}, REPS ${CONFIG.reps}, SCALE ${CONFIG.scale} (${ROWS} rows), backlog ${CONFIG.backlogTx} tx, ` +
-      `live ${CONFIG.liveSeconds} s; scenarios ${[...CONFIG.only].join(' ')}; details in ${path.relative(process.cwd(), OUT)}`);
+      `live ${CONFIG.liveSeconds} s; scenarios ${[...CONFIG.only].join(' ')}; native with streaming = ${nativeBestStreaming(CONFIG.major)} ` +
+      `in ${Math.min(CONFIG.parallelReps, CONFIG.reps)} of ${CONFIG.reps} repetitions; details in ${path.relative(process.cwd(), OUT)}`);
     for (const l of machineLines) say(l);
     const [source, target] = await Promise.all([
       startLocalCluster({ major: CONFIG.major, settings: SERVER_SETTINGS, log: (l) => appendFileSync(path.join(OUT, 'source-server.log'), `${l}\n`) }),
@@ -620,7 +724,8 @@ async function main(): Promise<void> {
     const srcWait = await open(source.url(), 'source wait sampler');
     const tgtWait = await open(target.url(), 'target wait sampler');
     const serverVersion = (await src.value('SELECT version()'))!;
-    const settingNames = [...Object.keys(SERVER_SETTINGS), 'wal_level', 'max_worker_processes', 'max_logical_replication_workers', 'logical_decoding_work_mem', 'wal_compression'];
+    const settingNames = [...new Set([...Object.keys(SERVER_SETTINGS), 'wal_level', 'max_worker_processes', 'max_logical_replication_workers',
+      'logical_decoding_work_mem', 'wal_compression'])];
     const settingsShown: string[] = [];
     for (const name of settingNames) {
       const [s, t] = await Promise.all([src.value(`SELECT current_setting($1)`, [name]), tgt.value(`SELECT current_setting($1)`, [name])]);
@@ -644,10 +749,11 @@ async function main(): Promise<void> {
       workerLog: () => path.join(OUT, `worker-${++workerCount}.log`),
     });
     const sc = syncctl;
+    const nativeBest = new NativeContestant(ctxBase, true);
     const b: Bench = {
       tools, source, target, src, tgt, srcDense, srcReplay, tgtPoll, tgtPoll2,
-      native: new NativeContestant(ctxBase), syncctl: sc, mappedSyncs,
-      results: new Results(), cpuNotes: new Map(), waitNotes: new Map(), outside: [], warnings: [], notes: [], rate: CONFIG.fixedRate,
+      native: new NativeContestant(ctxBase), nativeBest, syncctl: sc, mappedSyncs,
+      results: new Results(nativeBest.label), cpuNotes: new Map(), waitNotes: new Map(), outside: [], warnings: [], notes: [], rate: CONFIG.fixedRate,
       cpu: () => new CpuWindow({
         servers: [
           { label: 'src', postmaster: postmasterPid(source.dataDir), db: srcWait },
@@ -678,11 +784,8 @@ async function main(): Promise<void> {
 
     const needRounds = ['a', 'b', 'c', 'd', 'e'].some(want);
     for (let rep = 1; rep <= CONFIG.reps; rep++) {
-      if (needRounds) {
-        const order: Contestant[] = rep % 2 === 1 ? [b.native, sc] : [sc, b.native];
-        // The rate for (d) is calibrated in a native round: native goes first in rep 1.
-        for (const c of order) await contestantRound(b, c, rep);
-      }
+      // The rate for (d) is calibrated in a native round: native goes first in rep 1.
+      if (needRounds) for (const c of roundOrder(b, rep)) await contestantRound(b, c, rep);
       if (want('a')) await scenarioMapped(b, rep);
       if (want('f')) await scenarioF(b, rep);
       if (rep < CONFIG.reps) writeReport(rep);
@@ -740,24 +843,35 @@ function renderSection(r: {
     `- Postgres: ${r.serverVersion} (embedded package), source and target on this machine; client tools: ${r.pgbench}`,
     `- Node ${r.nodeVersion}; syncctl worker run as \`bin/syncctl run <spec dir>\` (child process; the executable's shebang caps V8's young generation at 4 MB a semi-space), initial copy through the library (applyAll) in the harness process`,
     `- server settings, identical on both servers: ${r.settingsShown.join(', ')}`,
-    `- native subscription: copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
-    `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants alternating (native first in odd repetitions); ` +
+    `- native subscription ("native"): copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
+    ...(parallelReps(r.repsDone) > 0 ? [
+      `- native subscription at its best ("${b.nativeBest.label}"): the same with streaming = ${b.nativeBest.streaming}` +
+        (b.nativeBest.streaming === 'parallel'
+          ? ' (as Postgres 18 ships it: its default), max_parallel_apply_workers_per_subscription = 2'
+          : ' (PG 15 has no parallel apply: a streamed transaction is spooled to a file on the target and applied at its commit)') +
+        `; in (b), (c) and (d) of ${parallelReps(r.repsDone)} of ${r.repsDone} repetitions` +
+        (parallelReps(r.repsDone) < r.repsDone ? ` (the first; NATIVE_PARALLEL_REPS, ${QUICK ? 'quick mode: 1, to keep it short' : 'set for this run'})` : ''),
+    ] : []),
+    `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants in the order ` +
+      `${[b.native, ...(CONFIG.parallelReps > 0 ? [b.nativeBest] : []), b.syncctl].map((c) => `"${c.label}"`).join(' → ')} in odd repetitions, reversed in even ones; ` +
       `backlog ${CONFIG.backlogTx} tx; live load ${CONFIG.liveSeconds} s, ${CONFIG.clients} clients, ${CONFIG.threads} threads, --rate ${b.rate ?? 'n/a'}`,
     `- total run time ${r.total.toFixed(0)} s${r.repsDone < CONFIG.reps ? ` — PARTIAL: ${r.repsDone} of ${CONFIG.reps} repetitions done so far` : ''}`,
     `- ${q.text}`,
     '',
-    'Ratios: higher-is-better metrics (↑) syncctl / native, lower-is-better metrics (↓) native / syncctl, so **> 1 means syncctl is better**; ' +
-      'rows without an arrow are information. ' +
-      'pgbench_history has no primary key and is left out of both contestants\' publications: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).',
+    'Ratios: syncctl against each native contestant: higher-is-better metrics (↑) syncctl / native, lower-is-better metrics (↓) native / syncctl, ' +
+      'so **> 1 means syncctl is better**; rows without an arrow are information. ' +
+      (parallelReps(r.repsDone) > 0 ? `The last column compares syncctl with native at its best (${b.nativeBest.label}). ` : '') +
+      'pgbench_history has no primary key and is left out of every contestant\'s tables: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).',
     '',
     b.results.table(),
     '',
   ];
   if (warnings.length > 0) lines.push('**Warnings**', '', ...warnings.map((w) => `- ${w}`), '');
-  lines.push('### How each number is measured', '', ...METHOD.map((m) => `- ${m}`), ...b.notes.map((n) => `- ${n}`), '');
-  lines.push('### CPU per process (cores busy over the measured window, last repetition)', '',
+  lines.push('### How each number is measured', '', ...method(b, r.repsDone).map((m) => `- ${m}`), ...b.notes.map((n) => `- ${n}`), '');
+  lines.push('### CPU per process (cores busy over the measured window, the last repetition each contestant ran in)', '',
     'Labels: src./tgt. = Postgres processes of the source / target (backend(<application_name>), walsender(<application_name>), background workers); ' +
-    'syncctl-worker = the `syncctl run` child; harness = this process (the initial copy runs in it). 1.00 = one full core; the machine has ' +
+    'syncctl-worker = the `syncctl run` child; harness = this process (the initial copy runs in it); native\'s walsender is walsender(bench_sub), ' +
+    'native-parallel\'s walsender(bench_sub_parallel), its parallel apply worker tgt.logical replication parallel worker. 1.00 = one full core; the machine has ' +
     `${os.cpus().length}.`, '');
   for (const [k, v] of b.cpuNotes) {
     lines.push(`- ${k}: ${v}`);
@@ -770,40 +884,76 @@ function renderSection(r: {
   return lines.join('\n');
 }
 
-const METHOD = [
-  'Reset between contestants: drop the subscription / `syncctl destroy` (no slot left on the source, checked), TRUNCATE the target tables, ' +
-    'VACUUM FULL pgbench_accounts on both sides, a database-wide VACUUM on both (so catalog churn of one round, e.g. temp tables, does not slow the next), ' +
-    'CHECKPOINT on both. autovacuum is off on both servers (as in the reference). Each contestant then runs (a) → (b) → (c) → (d) on the data its own copy produced; ' +
-    'before (b) VACUUM FULL + CHECKPOINT, before (c) and (d) VACUUM + CHECKPOINT of both sides.',
-  '"Caught up" is exact, as in the reference: before COMMIT of the measured source transaction (or of a one-row marker transaction) the harness ' +
-    'reads pg_current_wal_insert_lsn() = X; the target has applied it when the contestant\'s position is > X: native = ' +
-    'pg_replication_origin_status.remote_lsn of the subscription\'s origin, syncctl = syncctl.checkpoints.commit_lsn (end LSN of the last applied source commit). ' +
-    'Polled every 10 ms with autocommit statements (no snapshot held open on the target); times are the servers\' clock_timestamp().',
-  '(a) identity: time from CREATE SUBSCRIPTION (copy_data) until every pg_subscription_rel row is \'r\', vs. `applyAll()` (plan, provisioning, slot with ' +
-    'exported snapshot, copy) of a spec mapping pgbench_accounts/branches/tellers onto the same tables with `sql`col`` per column. ' +
-    'With mapping: syncctl into accounts_mapped (account_id, branch_id, balance, label = concat(...), tier = CASE ...; filler dropped), ' +
-    'compared with native\'s identity copy of the same rows. rows/s = pgbench_accounts rows / time.',
-  '(b) after VACUUM FULL + CHECKPOINT of both sides: `UPDATE pgbench_accounts SET abalance = abalance + 1` in one transaction. "commit → caught up" = from ' +
-    'the COMMIT returning on the source to the target position > X. "apply rows/s" = rows / (caught up − apply start), apply start = xact_start of ' +
-    'the contestant\'s apply transaction on the target (native: the logical replication apply worker; syncctl: its `syncctl run` target connection), ' +
-    'sampled by the 10 ms poller. sum(abalance) is compared afterwards.',
-  '(c) first the slot\'s restart point is moved past (b)\'s big transaction (a CHECKPOINT logs running transactions, a marker applied after it gets that confirmed; ' +
-    'otherwise whether the restarted walsender decodes (b) again depends on when the server last logged them), then ' +
-    'the apply side is stopped (ALTER SUBSCRIPTION DISABLE / SIGTERM to the worker; the slot keeps the WAL), pgbench tpcb-like writes the backlog ' +
-    '(-c 4 -j 2 -t N/4), a marker transaction follows, CHECKPOINT both; then ENABLE / spawn the worker process and time until the marker is applied. ' +
-    'tx/s = backlog transactions / that time (syncctl includes its process start, spec loading and plan check; the info row excludes them).',
-  '(d) pgbench tpcb-like -c 4 -j 2 -T <live> --rate R for both contestants (same R). Lag = time lag computed exactly: the source\'s ' +
-    '(clock_timestamp(), pg_current_wal_flush_lsn()) is sampled every ~5 ms, the contestant\'s applied LSN A every 100 ms on the target; ' +
-    'lag(t) = t − the moment the source\'s flush position first passed A(t) (0 when the source had flushed nothing beyond A), interpolated between ' +
-    'source samples (±5 ms). This is the age of the oldest change the target does not have yet (conservative: counted from the first flushed ' +
-    'WAL byte after the applied commit). First second skipped. pg_stat_replication.replay_lag of the walsender is shown for information ' +
-    '(native reports "applied" = received, so it is not comparable). Target commits/s = pg_stat_database.xact_commit of the target database from ' +
-    'the start of the load until after the catch-up, every session included (the harness\'s own are about 10 a second: native comes out at 1.0 source tx per commit), over the load\'s seconds.',
-  '(e) VmHWM from /proc/<pid>/status of the `syncctl run` child right after (b) caught up (its peak RSS since it started, before (b)).',
-  '(f) two pgoutput slots are created before an UPDATE of every pgbench_accounts row (one transaction); pg_recvlogical (proto_version 1, publication bench_native, -E <end LSN>, -F 0, to /dev/null) ' +
-    'reads one, syncctl\'s ReplicationStream + PgoutputDecoder (bench/decode-reader.ts, own process, decodes every message, confirms nothing, same stop rule) ' +
-    'reads the other; order alternates. pg_recvlogical is timed from process start to exit, the reader from opening the connection to the end LSN.',
-];
+/** Repetitions (of those done) in which native-parallel ran. */
+function parallelReps(repsDone: number): number {
+  return Math.min(CONFIG.parallelReps, repsDone);
+}
+
+function method(b: Bench, repsDone: number): string[] {
+  const best = b.nativeBest;
+  const n = parallelReps(repsDone);
+  const workMem = 'logical_decoding_work_mem (setting above)';
+  return [
+    'Reset between contestants: drop the subscription and wait until no logical replication worker (parallel apply workers included) is left ' +
+      'on the target / `syncctl destroy` (no slot left on the source and no subscription left on the target, checked), TRUNCATE the target tables, ' +
+      'VACUUM FULL pgbench_accounts on both sides, a database-wide VACUUM on both (so catalog churn of one round, e.g. temp tables, does not slow the next), ' +
+      'CHECKPOINT on both. autovacuum is off on both servers (as in the reference). Each contestant then runs (a) → (b) → (c) → (d) on the data its own copy produced; ' +
+      'before (b) VACUUM FULL + CHECKPOINT, before (c) and (d) VACUUM + CHECKPOINT of both sides.',
+    ...(n === 0 ? [] : [
+      `Native at its best ("${best.label}", its own subscription bench_sub_parallel on the same publication): syncctl compared with native as ` +
+        `Postgres 18 ships it, beside the reference's streaming = ${CONFIG.nativeStreaming}. ` +
+        (best.streaming === 'parallel'
+          ? `With streaming = parallel a transaction whose decoded changes exceed ${workMem} is sent to the target while it runs on the source ` +
+            'and applied meanwhile by a parallel apply worker, committed when its COMMIT arrives; smaller transactions go as with streaming = off. '
+          : `PG 15 has no parallel apply; with streaming = on a transaction whose decoded changes exceed ${workMem} is sent while it runs ` +
+            'and spooled to a file on the target, applied from there at its COMMIT. ') +
+        'It is measured in (b), (c) and (d) exactly as native (same rate in (d)). Its (a) is not measured separately: it copies with its own ' +
+        'subscription (same starting state for its (b)) but a subscription\'s streaming option does not touch the initial copy, so native\'s (a) figure ' +
+        `stands for it ("= native"), with the same ratio. It ran in ${n} of ${repsDone} repetitions` +
+        (n < repsDone ? ` (the first; NATIVE_PARALLEL_REPS${QUICK ? ', 1 in quick mode to keep it under about 2.5 minutes' : ''}), so its median and min–max are over ${n} value${n === 1 ? '' : 's'}.` : '.'),
+    ]),
+    ...(QUICK ? ['Quick mode: logical_decoding_work_mem is 8MB on both servers (full run: 64MB, the default). The 100k-row transaction of (b) and (f) ' +
+      'stays under 64MB of decoded changes (at 64MB native, streaming = parallel did not stream it); at 8MB it is decoded as the full run\'s 1M-row one is: streamed while it runs (native, streaming = parallel; ' +
+      'syncctl) or spilled to disk by the walsender until its commit (native, streaming = off; both readers of (f)). syncctl\'s worker lowers ' +
+      'logical_decoding_work_mem to 8MB for its own walsender in both modes, so its (b) is not affected.'] : []),
+    '"Caught up" is exact, as in the reference: before COMMIT of the measured source transaction (or of a one-row marker transaction) the harness ' +
+      'reads pg_current_wal_insert_lsn() = X; the target has applied it when the contestant\'s position is > X: native = ' +
+      'pg_replication_origin_status.remote_lsn of the subscription\'s origin, syncctl = syncctl.checkpoints.commit_lsn (end LSN of the last applied source commit). ' +
+      'Polled every 10 ms with autocommit statements (no snapshot held open on the target); times are the servers\' clock_timestamp().',
+    '(a) identity: time from CREATE SUBSCRIPTION (copy_data) until every pg_subscription_rel row is \'r\', vs. `applyAll()` (plan, provisioning, slot with ' +
+      'exported snapshot, copy) of a spec mapping pgbench_accounts/branches/tellers onto the same tables with `sql`col`` per column. ' +
+      'With mapping: syncctl into accounts_mapped (account_id, branch_id, balance, label = concat(...), tier = CASE ...; filler dropped), ' +
+      'compared with native\'s identity copy of the same rows. rows/s = pgbench_accounts rows / time.',
+    '(b) after VACUUM FULL + CHECKPOINT of both sides: `UPDATE pgbench_accounts SET abalance = abalance + 1` in one transaction. "commit → caught up" = from ' +
+      'the COMMIT returning on the source to the target position > X. "apply rows/s" = rows / (caught up − apply start), apply start = xact_start of ' +
+      'the contestant\'s apply transaction on the target (native: the logical replication apply worker; syncctl: its `syncctl run` target connection), ' +
+      'sampled by the 10 ms poller. sum(abalance) is compared afterwards.' +
+      (n > 0 && best.streaming === 'parallel'
+        ? ` ${best.label}: the UPDATE is streamed and applied while it runs, so its apply start = xact_start of the parallel apply worker's ` +
+          'transaction, watched by a second 10 ms poller from before the UPDATE (a warning is printed if none is seen): "commit → apply start" is ' +
+          'then negative (the apply began before the COMMIT; no ratio) and "apply rows/s" spans apply work done while the source was still updating. ' +
+          '"commit → caught up" is the figure that compares like with like: how long after the COMMIT the target has the change.'
+        : n > 0 ? ` ${best.label}: its apply start is the apply worker's transaction replaying the spooled changes after the COMMIT, as for native.` : ''),
+    '(c) first the slot\'s restart point is moved past (b)\'s big transaction (a CHECKPOINT logs running transactions, a marker applied after it gets that confirmed; ' +
+      'otherwise whether the restarted walsender decodes (b) again depends on when the server last logged them), then ' +
+      'the apply side is stopped (ALTER SUBSCRIPTION DISABLE / SIGTERM to the worker; the slot keeps the WAL), pgbench tpcb-like writes the backlog ' +
+      '(-c 4 -j 2 -t N/4), a marker transaction follows, CHECKPOINT both; then ENABLE / spawn the worker process and time until the marker is applied. ' +
+      'tx/s = backlog transactions / that time (syncctl includes its process start, spec loading and plan check; the info row excludes them).' +
+      (n > 0 ? ` ${best.label}: as native; each backlog transaction is far below ${workMem}, so none is streamed.` : ''),
+    '(d) pgbench tpcb-like -c 4 -j 2 -T <live> --rate R for every contestant (same R). Lag = time lag computed exactly: the source\'s ' +
+      '(clock_timestamp(), pg_current_wal_flush_lsn()) is sampled every ~5 ms, the contestant\'s applied LSN A every 100 ms on the target; ' +
+      'lag(t) = t − the moment the source\'s flush position first passed A(t) (0 when the source had flushed nothing beyond A), interpolated between ' +
+      'source samples (±5 ms). This is the age of the oldest change the target does not have yet (conservative: counted from the first flushed ' +
+      'WAL byte after the applied commit). First second skipped. pg_stat_replication.replay_lag of the walsender is shown for information ' +
+      '(native reports "applied" = received, so it is not comparable). Target commits/s = pg_stat_database.xact_commit of the target database from ' +
+      'the start of the load until after the catch-up, every session included (the harness\'s own are about 10 a second: native comes out at 1.0 source tx per commit), over the load\'s seconds.' +
+      (n > 0 ? ` ${best.label}: as native, at the same rate; its transactions are not streamed either.` : ''),
+    '(e) VmHWM from /proc/<pid>/status of the `syncctl run` child right after (b) caught up (its peak RSS since it started, before (b)).',
+    '(f) two pgoutput slots are created before an UPDATE of every pgbench_accounts row (one transaction); pg_recvlogical (proto_version 1, publication bench_native, -E <end LSN>, -F 0, to /dev/null) ' +
+      'reads one, syncctl\'s ReplicationStream + PgoutputDecoder (bench/decode-reader.ts, own process, decodes every message, confirms nothing, same stop rule) ' +
+      'reads the other; order alternates. pg_recvlogical is timed from process start to exit, the reader from opening the connection to the end LSN.',
+  ];
+}
 
 await main().catch((error: unknown) => {
   say(`FAILED: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
