@@ -9,8 +9,11 @@
  * - A column list must include the replica identity's columns, for the same reason.
  * - A table with REPLICA IDENTITY NOTHING, or DEFAULT without a primary key, cannot publish
  *   UPDATE or DELETE at all: those statements fail on the source.
+ * - A publication lists a table once, with one row filter and one column list (several spec
+ *   tables reading it share them: decideSharedSourceTable).
  */
 import type { TableFacts } from '../catalog/facts.ts';
+import { formatQualifiedName } from '../sql/quote.ts';
 import type { ReplicaIdentitySetting } from './render-ddl.ts';
 
 export interface SourceTableNeeds {
@@ -95,9 +98,7 @@ export function decideSourceTable(facts: TableFacts, needs: SourceTableNeeds): S
         : `the row filter reads ${list(outside)}, which the replica identity does not carry; as a publication row filter it would make every UPDATE and DELETE of the source table fail. Set replicaIdentity: 'full' or use mode: 'mapped'`;
     } else {
       filterAt = 'worker';
-      filterReason = !needs.whereValidAsRowFilter
-        ? `the row filter is evaluated by the worker: Postgres rejects it as a publication row filter (${needs.whereRowFilterError ?? 'not allowed'})`
-        : `the row filter is evaluated by the worker: it reads ${list(outside)}, outside the replica identity; as a publication row filter it would make every UPDATE and DELETE of the source table fail (replicaIdentity: 'full' moves it to the source)`;
+      filterReason = ownFilterReason(needs, identityColumns);
     }
   }
 
@@ -117,6 +118,80 @@ export function decideSourceTable(facts: TableFacts, needs: SourceTableNeeds): S
     ...(columnList ? { columnList } : {}),
     ...(error ? { error } : {}),
   };
+}
+
+/** Why a table's own filter cannot be a publication row filter; undefined when it can. */
+function ownFilterReason(needs: SourceTableNeeds, identityColumns: readonly string[]): string | undefined {
+  if (!needs.hasWhere) return undefined;
+  if (!needs.whereValidAsRowFilter) {
+    return `the row filter is evaluated by the worker: Postgres rejects it as a publication row filter (${needs.whereRowFilterError ?? 'not allowed'})`;
+  }
+  const outside = needs.whereColumnsRead.filter((c) => !identityColumns.includes(c));
+  if (outside.length === 0) return undefined;
+  return `the row filter is evaluated by the worker: it reads ${list(outside)}, outside the replica identity; as a publication row filter it would make every UPDATE and DELETE of the source table fail (replicaIdentity: 'full' moves it to the source)`;
+}
+
+/** One spec table reading the source table. */
+export interface SourceTableReader {
+  /** The spec table's name (its key in `tables`). */
+  readonly name: string;
+  readonly needs: SourceTableNeeds;
+  /** The row filter as Postgres normalised it (pg_get_expr), when Postgres accepts it as a publication row filter. */
+  readonly rowFilter?: string;
+}
+
+/**
+ * How a source table read by several spec tables (all mapped: the spec refuses a native table
+ * that shares its source table) is published. Postgres lists a table once per publication, with
+ * one row filter and one column list, and the table has one replica identity; so:
+ * - the replica identity carries the key columns of every reader (and is FULL if any asks for it);
+ * - the column list is the union of what every reader's mapping, key and filter read;
+ * - the row filter is a publication row filter only when every reader has the same one and it can
+ *   be one; otherwise the publication has none and each reader's own filter runs in the worker,
+ *   over columns the column list carries.
+ * Invariant: every decision returned has the same setReplicaIdentity, identityColumns and
+ * columnList, and either all have filterAt 'publication' (with one filter) or none has.
+ * One reader gets exactly decideSourceTable's decision.
+ */
+export function decideSharedSourceTable(facts: TableFacts, readers: readonly SourceTableReader[]): Map<string, SourceTableDecision> {
+  if (readers.length === 1) return new Map([[readers[0]!.name, decideSourceTable(facts, readers[0]!.needs)]]);
+  const first = readers[0]!;
+  const sameFilter = readers.every((r) => r.needs.hasWhere && r.needs.whereValidAsRowFilter && r.rowFilter !== undefined && r.rowFilter === first.rowFilter);
+  const union = (pick: (needs: SourceTableNeeds) => readonly string[]) => [...new Set(readers.flatMap((r) => pick(r.needs)))];
+  const shared = decideSourceTable(facts, {
+    mode: 'mapped',
+    keyColumnsRead: union((n) => n.keyColumnsRead),
+    // Every reader's filter columns too: a filter the worker evaluates reads them from the stream.
+    columnsRead: union((n) => [...n.columnsRead, ...n.whereColumnsRead]),
+    whereColumnsRead: sameFilter ? first.needs.whereColumnsRead : [],
+    hasWhere: sameFilter,
+    whereValidAsRowFilter: sameFilter,
+    replicaIdentity: readers.some((r) => r.needs.replicaIdentity === 'full') ? 'full' : 'auto',
+  });
+  const names = readers.map((r) => `tables.${r.name}`);
+  const identity = shared.setReplicaIdentity
+    ? { setReplicaIdentity: shared.setReplicaIdentity, replicaIdentityReason: `${shared.replicaIdentityReason} (one replica identity serves ${names.join(', ')})` }
+    : {};
+  const common = { ...identity, identityColumns: shared.identityColumns, ...(shared.columnList ? { columnList: shared.columnList } : {}) };
+  const decisions = new Map<string, SourceTableDecision>();
+  for (const reader of readers) {
+    if (sameFilter) {
+      decisions.set(reader.name, { ...common, filterAt: shared.filterAt, ...(shared.filterReason ? { filterReason: shared.filterReason } : {}) });
+      continue;
+    }
+    if (!reader.needs.hasWhere) {
+      decisions.set(reader.name, { ...common, filterAt: 'none' });
+      continue;
+    }
+    const others = readers.filter((r) => r !== reader);
+    const unfiltered = others.filter((r) => !r.needs.hasWhere).map((r) => `tables.${r.name}`);
+    const filterReason = ownFilterReason(reader.needs, shared.identityColumns) ??
+      `the row filter is evaluated by the worker: ${formatQualifiedName(facts.name)} also feeds ` +
+      `${unfiltered.length > 0 ? `${unfiltered.join(', ')} without a row filter` : `${others.map((r) => `tables.${r.name}`).join(', ')} with another row filter`}, ` +
+      `and a publication carries one row filter per table`;
+    decisions.set(reader.name, { ...common, filterAt: 'worker', filterReason });
+  }
+  return decisions;
 }
 
 /** The unique index Postgres accepts as replica identity with the fewest columns covering `columns`. */

@@ -38,7 +38,7 @@ export function diffSync(state: SyncState): Change[] {
   return [
     ...diffSchema(state),
     ...diffRegistration(state),
-    ...sync.tables.flatMap((t) => diffReplicaIdentity(state, t)),
+    ...bySourceTable(sync.tables).flatMap((group) => diffReplicaIdentity(state, group)),
     ...diffPublication(state, publicationName(sync.name), mapped),
     ...diffPublication(state, nativePublicationName(sync.name), native),
     ...diffSlot(state, mapped.length > 0),
@@ -76,12 +76,16 @@ export function destroySync(state: Omit<SyncState, 'source'> & { source: SourceC
         changes.push(change(sync, 'delete', 'source', `publication:${pub}`, `publication ${pub}`, [renderDropPublication(pub)], { destructive: true }));
       }
     }
+    const restored = new Set<string>();
     for (const registered of target.registeredTables) {
       if (registered.syncName !== sync.name || registered.replicaIdentityBefore === null) continue;
       const name = parseQualifiedName(registered.sourceTable);
       const facts = name ? source.tables.get(tableKey(name)) : undefined;
+      // Tables reading one source table recorded the same identity (diffRegistration): put back once.
+      if (!facts || restored.has(tableKey(facts.name))) continue;
+      restored.add(tableKey(facts.name));
       const before = parseIdentity(registered.replicaIdentityBefore);
-      if (facts && !identityEquals(facts, before)) {
+      if (!identityEquals(facts, before)) {
         changes.push(change(sync, 'update', 'source', `replica-identity:${tableKey(facts.name)}`,
           `replica identity of ${formatQualifiedName(facts.name)}`, [renderReplicaIdentity(facts.name, before)],
           { reason: `put back as it was before syncctl changed it (${registered.replicaIdentityBefore})` }));
@@ -115,12 +119,16 @@ function diffRegistration(state: SyncState): Change[] {
       sql: 'INSERT INTO syncctl.syncs (name, spec_file) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', params: [sync.name, sync.file],
     }]));
   }
-  const registered = new Map(target.registeredTables.filter((r) => r.syncName === sync.name).map((r) => [r.tableName, r]));
+  const ours = target.registeredTables.filter((r) => r.syncName === sync.name);
+  const registered = new Map(ours.map((r) => [r.tableName, r]));
   for (const table of sync.tables) {
     const before = registered.get(table.name);
     const facts = state.source.tables.get(tableKey(table.source));
     const decision = state.decisions.get(table.name);
-    const identityBefore = decision?.setReplicaIdentity && facts ? encodeIdentity(facts) : null;
+    // The identity before syncctl changed it, once per source table: when another table of the
+    // sync reading the same source table recorded it already, the identity now may be syncctl's own.
+    const recorded = ours.find((r) => r.replicaIdentityBefore !== null && r.sourceTable === quoteQualified(table.source))?.replicaIdentityBefore;
+    const identityBefore = decision?.setReplicaIdentity && facts ? recorded ?? encodeIdentity(facts) : null;
     const wanted = { source: quoteQualified(table.source), target: quoteQualified(table.target), mode: table.mode };
     const same = before && before.sourceTable === wanted.source && before.targetTable === wanted.target && before.mode === wanted.mode &&
       (identityBefore === null || before.replicaIdentityBefore !== null);
@@ -148,10 +156,13 @@ function diffRemovedTables(state: SyncState): Change[] {
   const changes: Change[] = [];
   const removed = state.target.registeredTables.filter((r) => r.syncName === sync.name && !sync.tables.some((t) => t.name === r.tableName));
   const specSources = new Set(sync.tables.map((t) => tableKey(t.source)));
+  const restored = new Set<string>();
   for (const r of removed) {
     const name = parseQualifiedName(r.sourceTable);
     const facts = name ? state.source.tables.get(tableKey(name)) : undefined;
-    if (r.replicaIdentityBefore === null || !facts || specSources.has(tableKey(facts.name))) continue;
+    // Several removed tables may have read one source table: its identity is put back once.
+    if (r.replicaIdentityBefore === null || !facts || specSources.has(tableKey(facts.name)) || restored.has(tableKey(facts.name))) continue;
+    restored.add(tableKey(facts.name));
     const before = parseIdentity(r.replicaIdentityBefore);
     if (identityEquals(facts, before)) continue;
     changes.push(change(sync, 'update', 'source', `replica-identity:${tableKey(facts.name)}`,
@@ -166,7 +177,9 @@ function diffRemovedTables(state: SyncState): Change[] {
   return changes;
 }
 
-function diffReplicaIdentity(state: SyncState, table: LoadedTable): Change[] {
+/** One change per source table: the tables reading it share one decision (decideSharedSourceTable). */
+function diffReplicaIdentity(state: SyncState, tables: readonly LoadedTable[]): Change[] {
+  const table = tables[0]!;
   const decision = state.decisions.get(table.name);
   if (!decision?.setReplicaIdentity) return [];
   const facts = state.source.tables.get(tableKey(table.source))!;
@@ -190,7 +203,11 @@ function diffPublication(state: SyncState, name: string, tables: readonly Loaded
     changes.push(change(sync, 'update', 'source', `publication:${name}`, `publication ${name} options`, [renderAlterPublicationOptions(name)]));
   }
   const present = new Map((observed?.tables ?? []).map((t) => [tableKey(t.table), t]));
-  for (const table of tables) {
+  // Postgres lists a table once per publication: one entry serves every spec table reading it.
+  for (const group of bySourceTable(tables)) {
+    const table = group[0]!;
+    // Shared by the group (decideSharedSourceTable): the column list, and a publication row
+    // filter only when every table of the group has that same filter.
     const decision = state.decisions.get(table.name)!;
     const rowFilter = decision.filterAt === 'publication' ? state.rowFilters.get(table.name) : undefined;
     const wanted: PublishedTable = {
@@ -200,8 +217,14 @@ function diffPublication(state: SyncState, name: string, tables: readonly Loaded
     };
     const have = present.get(tableKey(table.source));
     const id = `publication-table:${name}:${tableKey(table.source)}`;
-    const notes = [decision.filterReason, decision.columnList ? `column list: only the columns the mapping, key and filter read` : undefined]
-      .filter((n): n is string => n !== undefined).join('; ');
+    const filterNotes = group.map((t) => {
+      const reason = state.decisions.get(t.name)!.filterReason;
+      return reason !== undefined && group.length > 1 ? `tables.${t.name}: ${reason}` : reason;
+    });
+    const columnNote = decision.columnList
+      ? `column list: only the columns the mapping, key and filter ${group.length > 1 ? `of ${group.map((t) => `tables.${t.name}`).join(', ')} ` : ''}read`
+      : undefined;
+    const notes = [...filterNotes, columnNote].filter((n): n is string => n !== undefined).join('; ');
     const reason = notes ? { reason: notes } : {};
     if (!have) {
       changes.push(change(sync, 'create', 'source', id, `${formatQualifiedName(table.source)} in publication ${name}`, [renderAddPublicationTable(name, wanted)], reason));
@@ -324,6 +347,13 @@ function change(
     ...(options.copyTables ? { copyTables: options.copyTables } : {}),
     ...(options.streamSafe || id.startsWith('trigger:') || options.runner === 'table-copy' ? { streamSafe: true } : {}),
   };
+}
+
+/** The spec tables grouped by source table, in spec order (groups by their first table). */
+function bySourceTable(tables: readonly LoadedTable[]): LoadedTable[][] {
+  const groups = new Map<string, LoadedTable[]>();
+  for (const t of tables) groups.set(tableKey(t.source), [...(groups.get(tableKey(t.source)) ?? []), t]);
+  return [...groups.values()];
 }
 
 function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {

@@ -16,7 +16,7 @@ import { formatQualifiedName, parseQualifiedName, type QualifiedName } from '../
 import type { Change } from './change.ts';
 import { keyIndexProblem } from './check-key-index.ts';
 import { monetaryProblems } from './check-monetary.ts';
-import { decideSourceTable, type SourceTableDecision } from './decide-source-table.ts';
+import { decideSharedSourceTable, type SourceTableDecision, type SourceTableReader } from './decide-source-table.ts';
 import { destroySync, diffSync, type SyncState } from './diff-sync.ts';
 import { listMigrations } from './migrations.ts';
 import { preflight } from './preflight.ts';
@@ -90,6 +90,10 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
   const keys = new Map<string, readonly string[]>();
   const notes: string[] = [];
   const resolved = new Map<string, ResolvedTable>();
+  // Every table that checked out, grouped by source table: one publication entry and one replica
+  // identity serve all the tables reading a source table, so they are decided together.
+  const checkedTables: { table: LoadedTable; checked: CheckedTable; sourceFacts: TableFacts; targetFacts: TableFacts }[] = [];
+  const bySource = new Map<string, { facts: TableFacts; readers: SourceTableReader[] }>();
   for (const table of sync.tables) {
     const sourceFacts = source.tables.get(tableKey(table.source))!;
     const targetFacts = targetCatalog.tables.get(tableKey(table.target))!;
@@ -102,18 +106,35 @@ export async function planSync(sync: LoadedSync, db: Connections): Promise<SyncP
 
     const probe = table.where !== undefined ? await probeRowFilter(db.source, table.source, table.where) : undefined;
     if (probe?.ok) rowFilters.set(table.name, probe.normalized);
-    const decision = decideSourceTable(sourceFacts, {
-      mode: table.mode,
-      keyColumnsRead: checked.keyColumnsRead,
-      columnsRead: checked.columnsRead,
-      whereColumnsRead: table.mode === 'native' && probe?.ok ? probe.columnsRead : checked.whereColumnsRead,
-      hasWhere: table.where !== undefined,
-      whereValidAsRowFilter: probe?.ok ?? false,
-      ...(probe && !probe.ok ? { whereRowFilterError: probe.error } : {}),
-      replicaIdentity: table.replicaIdentity,
-    });
+    const reader: SourceTableReader = {
+      name: table.name,
+      needs: {
+        mode: table.mode,
+        keyColumnsRead: checked.keyColumnsRead,
+        columnsRead: checked.columnsRead,
+        whereColumnsRead: table.mode === 'native' && probe?.ok ? probe.columnsRead : checked.whereColumnsRead,
+        hasWhere: table.where !== undefined,
+        whereValidAsRowFilter: probe?.ok ?? false,
+        ...(probe && !probe.ok ? { whereRowFilterError: probe.error } : {}),
+        replicaIdentity: table.replicaIdentity,
+      },
+      ...(probe?.ok ? { rowFilter: probe.normalized } : {}),
+    };
+    checkedTables.push({ table, checked, sourceFacts, targetFacts });
+    const group = bySource.get(tableKey(table.source)) ?? { facts: sourceFacts, readers: [] };
+    group.readers.push(reader);
+    bySource.set(tableKey(table.source), group);
+  }
+  // A table that failed its checks has no say in how its source table is published: plan stops
+  // with its problem before anything is diffed.
+  const decided = new Map<string, SourceTableDecision>();
+  for (const { facts, readers } of bySource.values()) {
+    for (const [name, decision] of decideSharedSourceTable(facts, readers)) decided.set(name, decision);
+  }
+  for (const { table, checked, sourceFacts, targetFacts } of checkedTables) {
+    const decision = decided.get(table.name)!;
     if (decision.error) {
-      at('where', decision.error);
+      problems.push({ file: sync.file, path: `tables.${table.name}.where`, message: decision.error });
       continue;
     }
     if (decision.filterReason) notes.push(`${sync.name}.${table.name}: ${decision.filterReason}`);

@@ -17,12 +17,14 @@ export function renderGrants(syncs: readonly LoadedSync[]): string {
     lines.push(`-- sync ${sync.name}: on the source (${sync.sourceEnv})`);
     lines.push(`ALTER ROLE ${sourceRole} WITH REPLICATION;  -- read the replication slot`);
     lines.push(`GRANT CREATE ON DATABASE ${sourceDb} TO ${sourceRole};  -- CREATE PUBLICATION`);
-    for (const table of sync.tables) {
-      lines.push(`GRANT SELECT ON ${quoteQualified(table.source)} TO ${sourceRole};`);
+    // A source table feeding several target tables is named once.
+    const sources = [...new Set(sync.tables.map((t) => quoteQualified(t.source)))];
+    for (const table of sources) {
+      lines.push(`GRANT SELECT ON ${table} TO ${sourceRole};`);
     }
     lines.push(`-- Postgres requires ownership of a table to add it to a publication or change its replica identity:`);
-    for (const table of sync.tables) {
-      lines.push(`--   ALTER TABLE ${quoteQualified(table.source)} OWNER TO ${sourceRole};  (or run apply as the owner)`);
+    for (const table of sources) {
+      lines.push(`--   ALTER TABLE ${table} OWNER TO ${sourceRole};  (or run apply as the owner)`);
     }
     lines.push('');
     lines.push(`-- sync ${sync.name}: on the target (${sync.targetEnv})`);

@@ -1,7 +1,9 @@
-/** How a source table is published: replica identity, filter placement, column list. */
+/** How a source table is published: replica identity, filter placement, column list; shared by the spec tables reading it. */
 import { describe, expect, test } from 'vitest';
 import type { ColumnFacts, TableFacts } from '../../src/catalog/facts.ts';
-import { decideSourceTable, type SourceTableNeeds } from '../../src/plan/decide-source-table.ts';
+import {
+  decideSharedSourceTable, decideSourceTable, type SourceTableDecision, type SourceTableNeeds, type SourceTableReader,
+} from '../../src/plan/decide-source-table.ts';
 
 const column = (name: string, attnum: number, extra: Partial<ColumnFacts> = {}): ColumnFacts => ({
   name, attnum, type: 'text', typeOid: 25, typeSchema: 'pg_catalog', typeName: 'text', notNull: false, hasDefault: false,
@@ -77,5 +79,92 @@ describe('decideSourceTable', () => {
   test('a native table whose filter reads non-identity columns is an error with the fix', () => {
     const d = decideSourceTable(users, needs({ mode: 'native', hasWhere: true, whereColumnsRead: ['is_active'] }));
     expect(d.error).toContain("Set replicaIdentity: 'full'");
+  });
+});
+
+describe('decideSharedSourceTable: one source table feeding several spec tables', () => {
+  const withEmailIndex: TableFacts = {
+    ...users, uniqueIndexes: [...users.uniqueIndexes, { name: 'users_email_key', columns: ['email'], primary: false, usableAsIdentity: true }],
+  };
+  const reader = (name: string, over: Partial<SourceTableNeeds> = {}, rowFilter?: string): SourceTableReader =>
+    ({ name, needs: needs(over), ...(rowFilter !== undefined ? { rowFilter } : {}) });
+  const shared = (d: SourceTableDecision) => ({ set: d.setReplicaIdentity, identity: d.identityColumns, columns: d.columnList });
+
+  test('one reader decides exactly as decideSourceTable', () => {
+    const over = { hasWhere: true, whereColumnsRead: ['is_active'] };
+    expect(decideSharedSourceTable(users, [reader('users', over)]).get('users')).toEqual(decideSourceTable(users, needs(over)));
+  });
+
+  test('the replica identity carries every reader\'s key columns; one decision for all', () => {
+    const both = { ...withEmailIndex, uniqueIndexes: [...withEmailIndex.uniqueIndexes, { name: 'users_id_email', columns: ['id', 'email'], primary: false, usableAsIdentity: true }] };
+    const d = decideSharedSourceTable(both, [
+      reader('users', { keyColumnsRead: ['id'], columnsRead: ['id', 'name'] }),
+      reader('user_auth', { keyColumnsRead: ['email'], columnsRead: ['email', 'notes'] }),
+    ]);
+    expect(d.get('users')!.setReplicaIdentity).toEqual({ kind: 'index', index: 'users_id_email' });
+    expect(d.get('users')!.replicaIdentityReason).toContain('one replica identity serves tables.users, tables.user_auth');
+    expect(shared(d.get('user_auth')!)).toEqual(shared(d.get('users')!));
+  });
+
+  test('the column list is the union of what every reader reads, filters included', () => {
+    const d = decideSharedSourceTable(users, [
+      reader('users', { columnsRead: ['id', 'name'] }),
+      reader('user_auth', { columnsRead: ['id', 'email'], hasWhere: true, whereColumnsRead: ['is_active'] }, 'is_active'),
+    ]);
+    expect(d.get('users')!.columnList).toEqual(['id', 'email', 'name', 'is_active']);
+    expect(d.get('user_auth')!.columnList).toEqual(['id', 'email', 'name', 'is_active']);
+  });
+
+  test('any reader asking for replicaIdentity full makes it FULL for all, without a column list', () => {
+    const d = decideSharedSourceTable(users, [reader('users'), reader('user_auth', { replicaIdentity: 'full' })]);
+    expect(d.get('users')!.setReplicaIdentity).toEqual({ kind: 'full' });
+    expect(d.get('users')!.columnList).toBeUndefined();
+  });
+
+  test('the same publication-capable filter on every reader is the publication row filter of all', () => {
+    const over = { hasWhere: true, whereColumnsRead: ['id'] };
+    const d = decideSharedSourceTable(users, [reader('users', over, '(id > 10)'), reader('user_auth', over, '(id > 10)')]);
+    expect(d.get('users')!.filterAt).toBe('publication');
+    expect(d.get('user_auth')!.filterAt).toBe('publication');
+  });
+
+  test('the same filter outside the identity runs in the worker for every reader', () => {
+    const over = { hasWhere: true, whereColumnsRead: ['is_active'] };
+    const d = decideSharedSourceTable(users, [reader('users', over, 'is_active'), reader('user_auth', over, 'is_active')]);
+    expect([d.get('users')!.filterAt, d.get('user_auth')!.filterAt]).toEqual(['worker', 'worker']);
+    expect(d.get('users')!.filterReason).toContain('outside the replica identity');
+  });
+
+  test('different filters: no publication filter, each reader\'s own filter runs in the worker, on columns the list carries', () => {
+    const full = { ...users, replicaIdentity: 'full' as const, replicaIdentityColumns: users.columns.map((c) => c.name) };
+    const d = decideSharedSourceTable(full, [
+      reader('users', { hasWhere: true, whereColumnsRead: ['is_active'] }, 'is_active'),
+      reader('user_auth', { hasWhere: true, whereColumnsRead: ['is_active', 'notes'] }, '(is_active AND (notes IS NOT NULL))'),
+    ]);
+    expect(d.get('users')!.filterAt).toBe('worker');
+    expect(d.get('users')!.filterReason).toBe(
+      'the row filter is evaluated by the worker: public.users also feeds tables.user_auth with another row filter, and a publication carries one row filter per table');
+    expect(d.get('user_auth')!.filterAt).toBe('worker');
+  });
+
+  test('a reader without a filter: the others\' filters run in the worker, it has none', () => {
+    const d = decideSharedSourceTable(users, [
+      reader('users', { hasWhere: true, whereColumnsRead: ['id'] }, '(id > 10)'),
+      reader('user_auth', { columnsRead: ['id', 'notes'] }),
+    ]);
+    expect(d.get('user_auth')!.filterAt).toBe('none');
+    expect(d.get('users')!.filterAt).toBe('worker');
+    expect(d.get('users')!.filterReason).toContain('also feeds tables.user_auth without a row filter');
+    // The worker evaluates it on the stream: its columns are published.
+    expect(d.get('users')!.columnList).toEqual(['id', 'name', 'notes']);
+  });
+
+  test('a filter Postgres rejects keeps its own reason', () => {
+    const d = decideSharedSourceTable(users, [
+      reader('users', { hasWhere: true, whereColumnsRead: ['id'], whereValidAsRowFilter: false, whereRowFilterError: 'invalid publication WHERE expression' }),
+      reader('user_auth', { hasWhere: true, whereColumnsRead: ['id'] }, '(id > 10)'),
+    ]);
+    expect(d.get('users')!.filterReason).toContain('invalid publication WHERE expression');
+    expect(d.get('user_auth')!.filterAt).toBe('worker');
   });
 });
