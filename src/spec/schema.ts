@@ -6,7 +6,8 @@
  *   (`syncctl_<name>`), the slot (`syncctl_<name>`) and, for native tables, the subscription.
  * - table: one source table mapped to one target table; `mode: 'mapped'` (default) is applied by
  *   the syncctl worker through the column mapping; `mode: 'native'` is a plain 1:1 mirror applied
- *   by a native Postgres subscription.
+ *   by a native Postgres subscription. Several mapped tables may read one source table (each
+ *   with its own target, key, columns and filter); a native table reads its source table alone.
  * - key: the target columns that identify a row on both sides (a natural key when ids differ).
  */
 import { z } from 'zod';

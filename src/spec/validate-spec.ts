@@ -165,6 +165,28 @@ function checkTable(
   return { ...(source ? { source } : {}), ...(target ? { target } : {}) };
 }
 
+/**
+ * Several mapped tables may read one source table (one decoded change feeds each of them; plan
+ * publishes the table once for all). A native table may not share its source table: its
+ * subscription mirrors the table whole, through a publication and replica identity of its own
+ * that mapped readers could not shape.
+ */
+function sharedSourceProblem(
+  source: QualifiedName, mode: 'mapped' | 'native', readers: readonly { name: string; mode: 'mapped' | 'native' }[],
+): string | undefined {
+  const native = readers.find((r) => r.mode === 'native');
+  if (native) {
+    return `source table ${formatQualifiedName(source)} is already mirrored by tables.${native.name} (mode: 'native'): ` +
+      `a native subscription mirrors its source table alone; use mode: 'mapped' for both to feed several target tables from it`;
+  }
+  const first = readers[0];
+  if (first && mode === 'native') {
+    return `source table ${formatQualifiedName(source)} is already read by tables.${first.name}: ` +
+      `a native subscription mirrors its source table alone; use mode: 'mapped' to feed several target tables from it`;
+  }
+  return undefined;
+}
+
 export function validateSpec(file: string, displayFile: string, exported: unknown, environment: NodeJS.ProcessEnv): SpecResult {
   const problems: KindedProblem[] = [];
   const parsed = syncSchema.safeParse(exported);
@@ -184,17 +206,17 @@ export function validateSpec(file: string, displayFile: string, exported: unknow
   const envNamesValid = ENV_NAME.test(sourceEnv) && ENV_NAME.test(targetEnv);
   const tables: { name: string; source: QualifiedName; target: QualifiedName }[] = [];
   const loadedTables: LoadedTable[] = [];
-  const bySource = new Map<string, string>();
+  const bySource = new Map<string, { name: string; mode: 'mapped' | 'native' }[]>();
   const byTarget = new Map<string, string>();
 
   for (const [tableName, table] of Object.entries(spec.tables)) {
     const { source, target } = checkTable(tableName, table, rawTables[tableName] ?? {}, displayFile, problems);
     if (source) {
       const id = `${source.schema}\0${source.name}`;
-      const first = bySource.get(id);
-      if (first !== undefined) {
-        problems.push(invalid(displayFile, `tables.${tableName}.from`, `source table ${formatQualifiedName(source)} is already read by tables.${first}: a sync reads each source table once`));
-      } else bySource.set(id, tableName);
+      const readers = bySource.get(id) ?? [];
+      const problem = sharedSourceProblem(source, table.mode, readers);
+      if (problem !== undefined) problems.push(invalid(displayFile, `tables.${tableName}.from`, problem));
+      else bySource.set(id, [...readers, { name: tableName, mode: table.mode }]);
     }
     if (target) {
       const id = `${target.schema}\0${target.name}`;

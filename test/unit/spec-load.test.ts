@@ -19,6 +19,7 @@ const environment = {
   BILLING_DATABASE_URL: 'postgres://bill:bill-pw@billing.example/billing',
   LEGACY_DATABASE_URL: 'postgres://legacy:legacy-pw@legacy.example/legacy',
   CRM_DATABASE_URL: 'postgres://crm:crm-pw@crm.example/crm',
+  AUTH_DATABASE_URL: 'postgres://auth:auth-pw@auth.example/auth',
 };
 
 const tmpDirs: string[] = [];
@@ -208,8 +209,20 @@ describe('valid fixtures', () => {
       'laas.sync.ts',
       'mirror.sync.ts',
       path.join('nested', 'billing.sync.ts'),
+      'users-fanout.sync.ts',
       'weird-names.sync.ts',
     ]);
+  });
+
+  test('one source table feeds several mapped tables, each with its own target, key, columns and filter', async () => {
+    const [sync] = await loadSpecs(path.join(validDir, 'users-fanout.sync.ts'), environment);
+    expect(sync!.tables.map((t) => ({ name: t.name, source: t.source, target: t.target, mode: t.mode, key: t.key, where: t.where }))).toStrictEqual([
+      { name: 'users', source: { schema: 'public', name: 'users' }, target: { schema: 'organizations', name: 'user' }, mode: 'mapped',
+        key: ['email'], where: 'is_active AND email IS NOT NULL' },
+      { name: 'user_auth', source: { schema: 'public', name: 'users' }, target: { schema: 'organizations', name: 'user_auth' }, mode: 'mapped',
+        key: ['email'], where: 'is_active AND email IS NOT NULL AND password_hash IS NOT NULL' },
+    ]);
+    expect(sync!.tables[1]!.columns).toEqual([{ target: 'email', expression: 'email' }, { target: 'password_hash', expression: 'password_hash' }]);
   });
 
   test('the PRODUCT.md example loads into the expected LoadedSync', async () => {
