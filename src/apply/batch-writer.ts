@@ -143,6 +143,8 @@ export class BatchWriter {
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
+  /** A statement every commit runs first (the worker's check of the tables it routes). */
+  private guard: string | undefined;
   private context: SourcePosition = { lsn: null, commitTime: null };
   /** The source transactions staged in this batch, by the sequence number of their first change. */
   private marks: { fromSeq: number; position: SourcePosition }[] = [];
@@ -286,6 +288,11 @@ export class BatchWriter {
     // Never between a K and its W: source order applies the two as one UPDATE.
     if (++this.pendingRows >= this.applyEveryRows && op !== 'K') return this.applyStaged(this.context);
     return state.rows.size >= STAGE_FLUSH_BYTES ? this.copyOut(state, { background: true }) : undefined;
+  }
+
+  /** `sql` runs in every target transaction this writer commits, before the checkpoint; its failure fails the batch. */
+  setGuard(sql: string): void {
+    this.guard = sql;
   }
 
   /** A source transaction begins: the changes staged from here on are its own (for what is parked of them). */
@@ -622,7 +629,7 @@ export class BatchWriter {
 
   /** The checkpoint and COMMIT, after `before`, as one simple query (values as literals: a simple query takes no parameters). */
   private async commitTail(checkpoint: { lsn: string; commitTime: string | null }, before: readonly string[]): Promise<CommitPosition> {
-    const results = await this.client.query([...before,
+    const results = await this.client.query([...before, ...(this.guard ? [this.guard] : []),
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
        ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now()`,
@@ -646,6 +653,12 @@ export class BatchWriter {
     try {
       return await this.commitTail(checkpoint, statements);
     } catch (error) {
+      // The guard's verdict does not depend on the rows: no second attempt.
+      if ((error as { code?: string }).code === 'SYTAB') {
+        this.begun = true;
+        await this.rollback();
+        throw error;
+      }
       this.begun = true;
       this.dropSmall();
       for (const state of pending) state.rows.discard();

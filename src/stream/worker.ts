@@ -20,6 +20,7 @@ import { SyncctlError } from '../errors.ts';
 import type { Logger } from '../observe/logger.ts';
 import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { publicationName, slotName } from '../plan/render-ddl.ts';
+import { quoteLiteral } from '../sql/quote.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type RelationMessage, type Tuple } from './pgoutput-decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
@@ -92,6 +93,7 @@ interface Route {
  */
 export async function runWorker(options: WorkerOptions): Promise<void> {
   let delay = RETRY_FIRST_MS;
+  let sync = options.sync;
   // Tables the target rejected a staged value of: staged as text from then on (see STAGING_REJECTED).
   const asText = new Set<string>();
   // The target backends of the session that ended (see runSession).
@@ -99,12 +101,16 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
   for (;;) {
     let committed = false;
     try {
-      await runSession({ ...options, onCommit: (info) => { committed = true; options.onCommit?.(info); } }, asText, previousBackends);
+      await runSession({ ...options, sync, onCommit: (info) => { committed = true; options.onCommit?.(info); } }, asText, previousBackends);
       return;
     } catch (error) {
       if (options.signal?.aborted) return;
-      if (error instanceof SyncctlError && error.code === 'TABLE_STATE_CHANGED') {
-        options.logger.info({ err: describe(error) }, 'a paused table is being copied again; the session starts over');
+      const tablesChanged = (error as { code?: string }).code === 'SYTAB';
+      if (tablesChanged || (error instanceof SyncctlError && error.code === 'TABLE_STATE_CHANGED')) {
+        // A table was added, or a paused one is being copied again: start over from the
+        // checkpoint with the spec as it is now, holding that table's changes for its copy.
+        options.logger.info({ err: describe(error) }, 'the sync\'s tables changed; the session starts over');
+        sync = (await options.reload?.()) ?? sync;
         continue;
       }
       if (error instanceof SyncctlError && error.code === 'STAGING_REJECTED') {
@@ -194,6 +200,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     await primary.prepare();
     await secondary.prepare();
     const writers = [primary, secondary];
+    // Every commit checks that the sync has no mapped table these routes lack (see sql/4_expect-tables.sql).
+    const guardTables = () => {
+      const names = allRoutes().map((r) => quoteLiteral(r.resolved.table.name));
+      for (const w of writers) w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[])`);
+    };
+    guardTables();
     let writer = primary;
     // Held changes are written inside the batch's transaction: its deferred BEGIN goes first.
     const held = new HeldChanges(() => writer.session, sync.name, () => writer.ensureBegun());
@@ -409,6 +421,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       }
       const added = (await buildRoutes(target!, fresh, resolved)).map((r) => ({ ...r, order: order.get(tableKey(r.resolved.table.target)) ?? 0 }));
       addRoutes(added);
+      guardTables();
       unknown.delete(relationId);
       for (const r of added) logger.info({ table: r.resolved.table.name, state: r.state }, 'table added to the running sync');
       await onRelation(relation);

@@ -122,6 +122,7 @@ describe('apply', () => {
       { id: 1, name: 'syncctl-schema' },
       { id: 2, name: 'held-changes' },
       { id: 3, name: 'copy-source-filenode' },
+      { id: 4, name: 'expect-tables' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
     expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
