@@ -177,7 +177,8 @@ async function differential(seed: number, variant: Variant, mode: Mode): Promise
     const phases = [Date.now()];
     run = await runWorkload(dbs.source, workload, async (i) => {
       if (i === restartAt) { await killing; spawn(`before #${i}`); restartAt = -1; }
-      for (const k of kills.filter((k) => k.at === i && restartAt === -1)) {
+      for (const k of kills.filter((k) => k.at === i)) {
+        if (restartAt !== -1) { events.push(`no SIGKILL before #${i}: the worker is down`); continue; }
         restartAt = i + k.downFor;
         if (k.during) killing = sleep(k.delayMs).then(() => kill(`SIGKILL ${k.delayMs} ms into #${i}`));
         else { await sleep(k.delayMs); await kill(`SIGKILL before #${i}`); }
