@@ -293,14 +293,18 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     };
     /** Everything committed, and the primary session current (streamed transactions are staged there). */
     const toPrimary = async () => {
+      await settleAll();
+      writer = primary;
+    };
+    /** Every batch committed (an open one too, at the last checkpoint): no session has a transaction. */
+    const settleAll = async () => {
       await commit();
       await drain();
-      if (writer !== primary && writer.open) {
+      if (writer.open) {
         lastCommit = { lsn: applied, time: null };
         await commit();
         await drain();
       }
-      writer = primary;
     };
     /**
      * Before a batch that dropped paused tables' changes commits: those tables are still paused.
@@ -655,6 +659,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           break;
         }
         case 'stream-start':
+          // A streamed block stages on the primary session: no batch may be open or committing
+          // there meanwhile, or its failure would leave the block's COPY in an aborted
+          // transaction (and the block's COPY in the batch's). The finished transactions go first.
+          if (!inTransaction) await settleAll();
           streamXid = m.xid;
           await streamed.start(m.xid, m.first);
           break;
