@@ -12,6 +12,15 @@ const NEWLINE = 0x0a;
 const RETURN = 0x0d;
 const TAB = 0x09;
 const BLOCK_BYTES = 256 * 1024;
+/** Digits of the largest integer a double holds exactly (2^53). */
+const DIGITS_MAX = 16;
+/**
+ * Blocks given back by recycle(), shared by every builder and kept for the life of the process:
+ * rows are written into them before new memory is taken. At most SPARE_BLOCKS (8 MB: a table's
+ * rows being built and its COPY in flight, twice); the rest are left to the garbage collector.
+ */
+const spare: Buffer[] = [];
+const SPARE_BLOCKS = 32;
 
 export class CopyTextBuilder {
   private blocks: Buffer[] = [];
@@ -29,24 +38,41 @@ export class CopyTextBuilder {
    * escape), then `values`, where null writes SQL NULL.
    */
   addRow(head: string, values: readonly (Buffer | null)[]): void {
-    this.ensure(head.length);
+    this.ascii(head);
+    this.values(values);
+  }
+
+  /**
+   * Appends one staged change: `seq` (an integer ≥ 0), `op` and `positions` (ASCII, nothing
+   * to escape; null writes SQL NULL) as its first three fields, then `values` as in addRow().
+   *
+   * The number is written as digits straight into the block, never made a string: a string made
+   * from a number (`${seq}`) goes into V8's number-to-string cache, which lives in the old
+   * generation, so each such string survives the scavenges for as long as the cache holds it (up
+   * to thousands of entries). V8 grows the young generation by what survives its scavenges, so one
+   * such string per staged row of a large transaction grows it to its largest size, and the
+   * process's resident memory with it.
+   */
+  addStagedRow(seq: number, op: string, positions: string | null, values: readonly (Buffer | null)[]): void {
+    this.ensure(DIGITS_MAX);
+    let digits = 1;
+    for (let rest = seq; rest >= 10; rest = Math.floor(rest / 10)) digits++;
     const block = this.block;
-    let pos = this.pos;
-    for (let i = 0; i < head.length; i++) block[pos++] = head.charCodeAt(i);
-    this.bytes += pos - this.pos;
-    this.pos = pos;
-    for (let i = 0; i < values.length; i++) {
-      this.byte(TAB);
-      const v = values[i]!;
-      if (v === null) {
-        this.byte(BACKSLASH);
-        this.byte(0x4e /* N */);
-      } else {
-        this.escaped(v);
-      }
+    const start = this.pos;
+    let at = start + digits;
+    for (let rest = seq; at > start; rest = Math.floor(rest / 10)) block[--at] = 0x30 + (rest % 10);
+    this.pos = start + digits;
+    this.bytes += digits;
+    this.byte(TAB);
+    this.ascii(op);
+    this.byte(TAB);
+    if (positions === null) {
+      this.byte(BACKSLASH);
+      this.byte(0x4e /* N */);
+    } else {
+      this.ascii(positions);
     }
-    this.byte(NEWLINE);
-    this.rows++;
+    this.values(values);
   }
 
   /** Takes what was built (as one buffer) and starts empty. */
@@ -74,11 +100,55 @@ export class CopyTextBuilder {
     this.rows = 0;
   }
 
+  /** ASCII text that needs no escaping, as it is. */
+  private ascii(text: string): void {
+    this.ensure(text.length);
+    const block = this.block;
+    let pos = this.pos;
+    for (let i = 0; i < text.length; i++) block[pos++] = text.charCodeAt(i);
+    this.bytes += pos - this.pos;
+    this.pos = pos;
+  }
+
+  /** A tab and each value (null: SQL NULL), then the end of the row. */
+  private values(values: readonly (Buffer | null)[]): void {
+    for (let i = 0; i < values.length; i++) {
+      this.byte(TAB);
+      const v = values[i]!;
+      if (v === null) {
+        this.byte(BACKSLASH);
+        this.byte(0x4e /* N */);
+      } else {
+        this.escaped(v);
+      }
+    }
+    this.byte(NEWLINE);
+    this.rows++;
+  }
+
+  /**
+   * Gives back blocks from takeBlocks() once nothing reads them any more (the COPY that sent them
+   * has completed): later rows are written into them, so a block given back must not be read or
+   * given back again.
+   *
+   * Without this, every block is new memory that outlives several scavenges while its rows are
+   * built and sent, so it is freed only by a full collection: in between, blocks already sent pile
+   * up outside the heap, and their growth is what triggers those full collections.
+   */
+  recycle(blocks: readonly Buffer[]): void {
+    for (const block of blocks) {
+      if (spare.length >= SPARE_BLOCKS) return;
+      const whole = block.buffer;
+      if (block.byteOffset !== 0 || whole.byteLength !== BLOCK_BYTES || spare.some((s) => s.buffer === whole)) continue;
+      spare.push(Buffer.from(whole, 0, BLOCK_BYTES));
+    }
+  }
+
   /** Room for `n` more bytes in the current block. */
   private ensure(n: number): void {
     if (this.pos + n <= this.block.length) return;
     if (this.pos > 0) this.blocks.push(this.block.subarray(0, this.pos));
-    this.block = Buffer.allocUnsafe(Math.max(BLOCK_BYTES, n));
+    this.block = n <= BLOCK_BYTES && spare.length > 0 ? spare.pop()! : Buffer.allocUnsafe(Math.max(BLOCK_BYTES, n));
     this.pos = 0;
   }
 

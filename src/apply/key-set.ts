@@ -46,7 +46,10 @@ export class KeySet {
     if (this.count === 0) return;
     // Cleared after every slice: a table still at its first size is reused, not reallocated.
     if (this.table.length === 1024) this.table.fill(0);
-    else this.table = new Float64Array(1024);
+    else {
+      release(this.table);
+      this.table = new Float64Array(1024);
+    }
     this.count = 0;
   }
 
@@ -67,6 +70,21 @@ export class KeySet {
     const old = this.table;
     this.table = new Float64Array(old.length * 2);
     this.count = 0;
-    for (const hash of old) if (hash !== 0) this.insert(this.table, hash);
+    // Indexed, not for…of: an iterator over a million slots allocates a result object per slot.
+    for (let i = 0; i < old.length; i++) {
+      const hash = old[i]!;
+      if (hash !== 0) this.insert(this.table, hash);
+    }
+    release(old);
   }
+}
+
+/**
+ * Frees a table's memory now. Dropped, it would wait for a full garbage collection (a large table
+ * has long been in the old generation), so the table a set outgrows would stay next to the one
+ * twice its size that replaces it.
+ */
+function release(table: Float64Array): void {
+  // ArrayBuffer.prototype.transfer is ES2024 (every Node syncctl runs on has it; its TypeScript lib is ES2023).
+  (table.buffer as ArrayBuffer & { transfer(length: number): ArrayBuffer }).transfer(0);
 }

@@ -1,12 +1,11 @@
 /**
- * The replication connection: START_REPLICATION on a logical slot with pgoutput, read as a duplex
- * COPY stream (pg-copy-streams' copyBoth, one chunk per CopyData frame, with backpressure).
- * Keepalives are answered here; the position confirmed to the server is only ever what the
- * caller says it has committed in the target.
+ * The replication connection: START_REPLICATION on a logical slot with pgoutput, its COPY both
+ * stream read frame by frame from the socket as the caller asks for frames (copy-both.ts): what
+ * is received but not yet read is bounded by the socket's buffer, not by a count of frames, and
+ * TCP holds the walsender back beyond it. Keepalives are answered here; the position confirmed
+ * to the server is only ever what the caller says it has committed in the target.
  */
-import { createRequire } from 'node:module';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Duplex } from 'node:stream';
 import pg from 'pg';
 import { checkSlotStreamable } from '../catalog/slot-health.ts';
 import { connect } from '../db/connect.ts';
@@ -14,9 +13,8 @@ import { SyncctlError } from '../errors.ts';
 import { pinOutputSettings } from '../db/output-settings.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
 import { quoteIdent, quoteLiteral } from '../sql/quote.ts';
+import { CopyBoth } from './copy-both.ts';
 import { formatLsn, type Lsn } from './pgoutput-decoder.ts';
-
-const copyBoth = (createRequire(import.meta.url)('pg-copy-streams') as { both(text: string, options: object): Duplex & pg.Submittable }).both;
 
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MICROS = 946_684_800_000_000n;
@@ -53,38 +51,21 @@ export interface ReplicationOptions {
 
 export class ReplicationStream {
   private readonly client: pg.Client;
-  private readonly duplex: Duplex & pg.Submittable;
-  private readonly done: Promise<void>;
+  private readonly copy: CopyBoth;
   private received: Lsn;
   /** Everything up to here is committed in the target: safe to let the server discard. */
   private confirmed: Lsn;
   private timer: NodeJS.Timeout | undefined;
-  private failure: Error | undefined;
   /** Set by interrupt(): reading ends at once, the connection stays open for a last confirm. */
   private interrupted = false;
-  /** The duplex ended, closed or failed. */
-  private ended = false;
   /** Frames handed out since the event loop last had a turn. */
   private sinceYield = 0;
-  /** Ends the wait in readable(). */
-  private wake: (() => void) | undefined;
 
-  private constructor(client: pg.Client, duplex: Duplex & pg.Submittable, start: Lsn) {
+  private constructor(client: pg.Client, copy: CopyBoth, start: Lsn) {
     this.client = client;
-    this.duplex = duplex;
+    this.copy = copy;
     this.received = start;
     this.confirmed = start;
-    this.done = new Promise<void>((resolve) => {
-      const finish = (error?: Error) => {
-        if (error) this.failure ??= error;
-        this.ended = true;
-        this.wake?.();
-        resolve();
-      };
-      duplex.on('error', finish);
-      duplex.on('end', () => finish());
-      duplex.on('close', () => finish());
-    });
   }
 
   static async open(connectionString: string, options: ReplicationOptions): Promise<ReplicationStream> {
@@ -122,12 +103,9 @@ export class ReplicationStream {
       `messages ${quoteLiteral(options.messages ? 'true' : 'false')}`,
       ...(options.streaming ? [`streaming 'on'`] : []),
     ];
-    const duplex = copyBoth(
-      `START_REPLICATION SLOT ${quoteIdent(options.slot)} LOGICAL ${formatLsn(options.startLsn)} (${pluginOptions.join(', ')})`,
-      { alignOnCopyDataFrame: true, readableObjectMode: true, readableHighWaterMark: 4096 },
-    );
-    client.query(duplex);
-    const stream = new ReplicationStream(client, duplex, options.startLsn);
+    const copy = new CopyBoth(`START_REPLICATION SLOT ${quoteIdent(options.slot)} LOGICAL ${formatLsn(options.startLsn)} (${pluginOptions.join(', ')})`);
+    client.query(copy);
+    const stream = new ReplicationStream(client, copy, options.startLsn);
     // Each periodic status update asks for a reply: the server answers with a keepalive carrying
     // its current position, which the worker may confirm when idle, so an idle or filtered slot
     // advances within seconds instead of waiting for the server's own keepalive (wal_sender_timeout / 2).
@@ -140,7 +118,8 @@ export class ReplicationStream {
    * are answered here and passed on so that a caller holding a finished batch can commit it.
    * Null when nothing is buffered, when it is time to let the event loop in, or after interrupt():
    * then `await readable()`. Read synchronously, without a promise per frame: a backlog drain
-   * hands out hundreds of thousands of frames a second.
+   * hands out hundreds of thousands of frames a second. The message is a view of the socket chunk
+   * it arrived in: keeping it (or a slice of it) keeps that chunk.
    */
   read(): XLogData | null {
     for (;;) {
@@ -148,20 +127,23 @@ export class ReplicationStream {
       // draining a backlog that would starve every other socket (the target sessions' replies,
       // COPY data going out) for as long as the buffer stays full. Let I/O in now and then.
       if (this.interrupted || this.sinceYield >= YIELD_EVERY_FRAMES) return null;
-      const chunk = this.duplex.read() as Buffer | null;
-      if (chunk === null) return null;
+      if (!this.copy.next()) return null;
       this.sinceYield++;
-      const kind = chunk[0];
+      const { frame, start, end } = this.copy;
+      const kind = frame[start];
       if (kind === 0x77 /* w */) {
-        const walStart = chunk.readBigUInt64BE(1);
-        const walEnd = chunk.readBigUInt64BE(9);
+        // A logical walsender sends one position as both, and 0 in every message but the last of
+        // a write (most changes): no BigInt is made for those.
+        const walStart = lsnAt(frame, start + 1);
+        const walEnd = frame.readUInt32BE(start + 9) === frame.readUInt32BE(start + 1) && frame.readUInt32BE(start + 13) === frame.readUInt32BE(start + 5)
+          ? walStart : lsnAt(frame, start + 9);
         if (walStart > this.received) this.received = walStart;
-        return { walStart, walEnd, message: chunk.subarray(25) };
+        return { walStart, walEnd, message: frame.subarray(start + 25, end) };
       }
       if (kind === 0x6b /* k */) {
-        const walEnd = chunk.readBigUInt64BE(1);
+        const walEnd = frame.readBigUInt64BE(start + 1);
         if (walEnd > this.received) this.received = walEnd;
-        if (chunk[17] === 1) this.sendFeedback(false);
+        if (frame[start + 17] === 1) this.sendFeedback(false);
         return { walStart: walEnd, walEnd, message: undefined };
       }
     }
@@ -178,22 +160,11 @@ export class ReplicationStream {
       await yieldToEventLoop();
       return !this.interrupted;
     }
-    if (this.duplex.readableLength === 0 && !this.ended) {
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          this.duplex.off('readable', wake);
-          this.wake = undefined;
-          resolve();
-        };
-        this.wake = wake;
-        this.duplex.on('readable', wake);
-      });
-    }
+    if (!this.copy.buffered() && !this.copy.finished) await this.copy.waitForData();
     this.sinceYield = 0;
     if (this.interrupted) return false;
-    if (!this.ended) return true;
-    if (this.failure) throw this.failure;
-    return this.duplex.readableLength > 0 && !this.duplex.destroyed;
+    if (this.copy.failure) throw this.copy.failure;
+    return !this.copy.finished;
   }
 
   /** XLogData frames and keepalives in order (see read()), as an async iterator; ends when the stream does. */
@@ -212,7 +183,7 @@ export class ReplicationStream {
    */
   interrupt(): void {
     this.interrupted = true;
-    this.wake?.();
+    this.copy.stopWaiting();
   }
 
   /**
@@ -226,7 +197,7 @@ export class ReplicationStream {
 
   /** More frames are already waiting to be read: a commit can wait for the next transaction. */
   hasBuffered(): boolean {
-    return this.duplex.readableLength > 0;
+    return this.copy.buffered();
   }
 
   get confirmedLsn(): Lsn {
@@ -235,7 +206,6 @@ export class ReplicationStream {
 
 
   private sendFeedback(requestReply: boolean): void {
-    if (this.duplex.writableEnded || this.duplex.destroyed) return;
     const message = Buffer.alloc(34);
     message[0] = 0x72; // r: standby status update
     message.writeBigUInt64BE(this.received, 1); // written
@@ -243,15 +213,19 @@ export class ReplicationStream {
     message.writeBigUInt64BE(this.confirmed, 17); // applied
     message.writeBigUInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_MICROS, 25);
     message[33] = requestReply ? 1 : 0;
-    this.duplex.write(message);
+    this.copy.write(message);
   }
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.sendFeedback(false);
-    this.duplex.end();
-    await Promise.race([this.done, new Promise((r) => setTimeout(r, 2_000).unref())]);
+    await this.copy.stop(2_000);
     await this.client.end().catch(() => {});
   }
+}
+
+/** The 64-bit LSN at `at`; 0 without allocating. */
+function lsnAt(buffer: Buffer, at: number): Lsn {
+  return buffer.readUInt32BE(at) === 0 && buffer.readUInt32BE(at + 4) === 0 ? 0n : buffer.readBigUInt64BE(at);
 }

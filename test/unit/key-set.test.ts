@@ -41,3 +41,14 @@ test('after clear() every key is new again, at the first size and after growth',
     keys.clear();
   }
 });
+
+test('after a large set is cleared (its table freed), it works again from its first size', () => {
+  const keys = new KeySet();
+  for (let i = 0; i < 100_000; i++) keys.add([b(String(i))]);
+  keys.clear();
+  expect(keys.size).toBe(0);
+  expect(keys.add([b('5')])).toBe(true);
+  expect(keys.add([b('5')])).toBe(false);
+  for (let i = 0; i < 5_000; i++) keys.add([b(`k${i}`)]);
+  expect(keys.add([b('k4999')])).toBe(false);
+});
