@@ -257,7 +257,8 @@ export class BatchWriter {
     const state = this.tables.get(id)!;
     const seq = ++this.seq;
     const positions = unchanged === null ? null : `{${unchanged.join(',')}}`;
-    state.rows.addRow(`${seq}\t${op}\t${positions ?? '\\N'}`, values);
+    // No number string per row: V8 keeps those alive a while, and at a million rows they grew the young generation tenfold.
+    state.rows.addStagedRow(seq, op, positions, values);
     state.staged++;
     if (unchanged !== null) state.toasted = true;
     // A stage-only writer (a streamed transaction's) never commits in one round trip: no literals.
@@ -764,7 +765,7 @@ export class BatchWriter {
       const data = state.rows.takeBlocks();
       await this.settle();
       const sink = this.client.query(copyFrom(state.statements.copyIn));
-      const running = pipeline(Readable.from(data), sink);
+      const running = pipeline(Readable.from(data), sink).then(() => state.rows.recycle(data));
       running.catch(() => {});
       this.inflight = running;
       this.inflightTable = state;

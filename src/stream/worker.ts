@@ -432,6 +432,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       return routes.get(name)!;
     };
 
+    const notPaused = (r: Route) => r.state !== 'paused';
     /** Every route streaming and past its copy: the change goes to them as they are. */
     const streamingNow = (rs: readonly Route[]) => {
       for (const r of rs) if (r.state !== 'streaming' || finalLsn < r.snapshotLsn) return false;
@@ -589,8 +590,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         case 'delete': {
           const xid = streamXid;
           // The usual case without a promise: streaming tables, in a transaction not skipped.
-          const known = xid === undefined && !skipping ? byRelation.get(m.relationId) : undefined;
-          const rs = known !== undefined && streamingNow(known) ? known
+          const known = byRelation.get(m.relationId);
+          const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every(notPaused)) ? known
             : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
           if (rs.length === 0) break;
           const stage = (r: Route, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {

@@ -2,7 +2,7 @@
  * The worker's memory bound holds however it is started: `node src/cli/main.ts run <specs>` with
  * no V8 flag and no NODE_OPTIONS (as npx, a container's `node …` or a process manager start it),
  * through a 500,000-row UPDATE in one source transaction of a pgbench_accounts-like table (int
- * key, int, int, char(84)): its peak RSS (VmHWM) stays under 256 MB, and the target equals the
+ * key, int, int, char(84)): its peak RSS (VmHWM) stays under 200 MB, and the target equals the
  * source afterwards.
  */
 import { spawn } from 'node:child_process';
@@ -15,7 +15,7 @@ import { useTestDatabases } from '../support/test-databases.ts';
 const dbs = useTestDatabases('worker_memory');
 const specs = useSpecDir();
 const ROWS = 500_000;
-const BOUND_MB = 256;
+const BOUND_MB = 200;
 
 test(`a ${ROWS}-row UPDATE through a worker started without V8 flags: peak RSS under ${BOUND_MB} MB`, async () => {
   const ddl = 'CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84))';
