@@ -138,6 +138,22 @@ export function stagedRows(table: ApplyTable, alias: string, where = ''): string
   return `(SELECT ${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${where === '' ? '' : ` WHERE ${where}`}) AS ${quoteIdent(alias)}`;
 }
 
+/**
+ * Why a write with unchanged TOAST columns (their positions in `unchanged`, an int2[] expression)
+ * cannot be applied, as SQL text expressions: `missing`, the target has no row to keep their
+ * values from; `partial`, a mapping or the filter reads them together with changed columns.
+ */
+export function toastReasons(table: ApplyTable, unchanged: string): { missing: string; partial: string } {
+  const names = `array_to_string(ARRAY(SELECT (ARRAY[${table.staged.map((c) => quoteLiteral(c.name)).join(', ')}]::text[])[p] ` +
+    `FROM unnest(${unchanged}) AS p), ', ')`;
+  return {
+    missing: `'the update leaves TOAST column(s) ' || ${names} || ' unchanged, which the stream does not carry, ` +
+      `and the target has no row with this key to keep them from'`,
+    partial: `'the mapping or row filter reads TOAST column(s) ' || ${names} || ' that the update left unchanged, together ` +
+      `with changed columns; the stream does not carry unchanged TOAST values: set replicaIdentity: ''full'' on this table so that updates log the whole old row'`,
+  };
+}
+
 export function renderApply(table: ApplyTable): ApplyStatements {
   const stage = stageTableName(table);
   const rows = stagedRows(table, 'syncctl$rows');
@@ -196,12 +212,8 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   // The filter's verdict (keep) is unknown when it read an unchanged column; the rest only matters for rows kept.
   const incomputable = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(UNCHANGED)} IS NOT NULL AND (` +
     [...(filterReads.length > 0 ? [overlaps(filterReads)] : []), `(l.${quoteIdent(KEEP)} AND (${[missingRow, ...partialColumns].join(' OR ')}))`].join(' OR ') + ')';
-  const unchangedNames = `array_to_string(ARRAY(SELECT (ARRAY[${table.staged.map((c) => quoteLiteral(c.name)).join(', ')}]::text[])[p] ` +
-    `FROM unnest(l.${quoteIdent(UNCHANGED)}) AS p), ', ')`;
-  const reason = `CASE WHEN ${missingRow} THEN 'the update leaves TOAST column(s) ' || ${unchangedNames} || ' unchanged, which the stream does not carry, ` +
-    `and the target has no row with this key to keep them from' ELSE 'the mapping or row filter reads TOAST column(s) ' || ${unchangedNames} || ` +
-    `' that the update left unchanged, together with changed columns; the stream does not carry unchanged TOAST values: set ` +
-    `replicaIdentity: ''full'' on this table so that updates log the whole old row' END`;
+  const reasons = toastReasons(table, `l.${quoteIdent(UNCHANGED)}`);
+  const reason = `CASE WHEN ${missingRow} THEN ${reasons.missing} ELSE ${reasons.partial} END`;
   const keyJson = `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
   const internals = `ARRAY[${[SEQ, OP, UNCHANGED, KEEP].map(quoteLiteral).join(', ')}]`;
   const park = `WITH bad AS (DELETE FROM ${last} AS l WHERE ${incomputable} RETURNING l.*, ${keyJson} AS "syncctl$key", ${reason} AS "syncctl$reason") ` +

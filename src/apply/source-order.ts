@@ -20,7 +20,7 @@
  * so the batch is retried and nothing is parked for it.
  */
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, type ApplyTable } from './render-apply.ts';
+import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, type ApplyTable } from './render-apply.ts';
 
 export interface SourceOrderTable {
   readonly apply: ApplyTable;
@@ -128,12 +128,7 @@ function renderTable(syncName: string, t: SourceOrderTable): string {
     .map((reads) => `(${unchangedOverlaps(reads)} AND NOT ${unchangedHas(reads)})`);
   const filterReads = table.workerFilter !== undefined ? positionsOf(table.filterReads ?? []) : [];
   const incomputable = [...(filterReads.length > 0 ? [unchangedOverlaps(filterReads)] : []), ...partial];
-  const unchangedNames = `array_to_string(ARRAY(SELECT (ARRAY[${table.staged.map((c) => quoteLiteral(c.name)).join(', ')}]::text[])[p] ` +
-    `FROM unnest(${C}.unchanged) AS p), ', ')`;
-  const reasonPartial = `'the mapping or row filter reads TOAST column(s) ' || ${unchangedNames} || ' that the update left unchanged, together ` +
-    `with changed columns; the stream does not carry unchanged TOAST values: set replicaIdentity: ''full'' on this table so that updates log the whole old row'`;
-  const reasonMissing = `'the update leaves TOAST column(s) ' || ${unchangedNames} || ' unchanged, which the stream does not carry, ` +
-    `and the target has no row with this key to keep them from'`;
+  const { partial: reasonPartial, missing: reasonMissing } = toastReasons(table, `${C}.unchanged`);
   const parkHere = (reason: string) => (t.onError === 'stop'
     ? `RAISE EXCEPTION '%', ${quoteLiteral(`${syncName}.${t.tableName}: cannot apply the row: `)} || ${reason} USING ERRCODE = '22000';`
     : park(syncName, t, reason));
