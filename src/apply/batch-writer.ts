@@ -15,7 +15,8 @@ import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '..
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
 import { renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
-import { renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
+import { noteParked, parkedTables } from './parked.ts';
+import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
 
 export interface BatchTable {
   readonly apply: ApplyTable;
@@ -94,6 +95,7 @@ const SMALL_BYTES = 512 * 1024;
 /** A slice of at most this many rows is cleared by DELETE (else TRUNCATE); VACUUM after this many deleted. */
 const CLEAR_BY_DELETE_ROWS = 5_000;
 const VACUUM_AFTER_ROWS = 50_000;
+const READ_PARKED = `SELECT current_setting(${quoteLiteral(PARKED_SETTING)}, true) AS parked`;
 const BEGIN = `BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`;
 /** What PREPARE takes (of the statements a batch runs). */
 const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
@@ -151,6 +153,8 @@ export class BatchWriter {
 
   private readonly client: pg.Client;
   private readonly syncName: string;
+  /** The sync's tables with pending apply errors (see parked.ts). */
+  private readonly parked: Set<string>;
 
   private readonly applyEveryRows: number;
 
@@ -161,6 +165,7 @@ export class BatchWriter {
   constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number } = {}) {
     this.client = client;
     this.syncName = syncName;
+    this.parked = parkedTables(syncName);
     this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
   }
 
@@ -358,10 +363,11 @@ export class BatchWriter {
    * come from an earlier one) or (b) the slice deletes rows (a delete cascading on the target
    * could remove the row the write keeps its values from before, not after, the write).
    * Otherwise constraints need no rule here: the set form never commits a result that violates
-   * one, and when it fails, source order runs.
+   * one, and when it fails, source order runs. A table with changes pending in sync_conflicts
+   * goes in source order, which supersedes them as later changes of their keys apply.
    */
   private provable(pending: readonly TableState[]): boolean {
-    if (pending.some((s) => s.sourceOrder)) return false;
+    if (pending.some((s) => s.sourceOrder || this.parked.has(s.table.tableName))) return false;
     if (!pending.some((s) => s.toasted)) return true;
     return pending.every((s) => !(s.toasted && s.repeated) && !s.deletes && s.table.apply.workerFilter === undefined);
   }
@@ -395,12 +401,12 @@ export class BatchWriter {
       .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
     await this.client.query('SAVEPOINT syncctl_order');
     try {
-      await this.client.query(renderSourceOrder(this.syncName, tables, marks, false));
+      this.noteParked(await this.client.query(`${renderSourceOrder(this.syncName, tables, marks, false)};\n${READ_PARKED}`));
       await this.client.query('RELEASE SAVEPOINT syncctl_order');
     } catch {
       await this.client.query('ROLLBACK TO SAVEPOINT syncctl_order; RELEASE SAVEPOINT syncctl_order');
       try {
-        await this.client.query(renderSourceOrder(this.syncName, tables, marks, true));
+        this.noteParked(await this.client.query(`${renderSourceOrder(this.syncName, tables, marks, true)};\n${READ_PARKED}`));
       } catch (error) {
         const { code = '', detail, table } = error as { code?: string; detail?: string; table?: string };
         if (!ROW_FAULT_SQLSTATE.test(code) || detail === undefined) throw error;
@@ -416,6 +422,12 @@ export class BatchWriter {
       if (statements.length > 0) await this.client.query(statements.join(';\n'));
       this.reset(state);
     }
+  }
+
+  /** The tables a source-order block parked rows of (it lists them in PARKED_SETTING). */
+  private noteParked(results: unknown): void {
+    const last = (results as pg.QueryResult<{ parked: string | null }>[]).at(-1);
+    for (const name of (last?.rows[0]?.parked ?? '').split(',')) if (name !== '') noteParked(this.syncName, name);
   }
 
   /** Empties a table's staging after its slice is applied (`stageOnly`: the direct path left the last-change table empty). */
@@ -559,8 +571,9 @@ export class BatchWriter {
       return;
     }
     const marks = this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: this.context }];
-    await this.client.query(incomputable.park, [this.syncName, state.table.tableName, marks.map((m) => m.fromSeq),
+    const parked = await this.client.query(incomputable.park, [this.syncName, state.table.tableName, marks.map((m) => m.fromSeq),
       marks.map((m) => m.position.lsn), marks.map((m) => m.position.commitTime), state.table.strategy]);
+    if ((parked.rowCount ?? 0) > 0) noteParked(this.syncName, state.table.tableName);
   }
 
   /** Applies what is staged, then empties the tables' targets; returns those it could not empty (see truncateTargets). */
@@ -581,8 +594,18 @@ export class BatchWriter {
     await this.passBarrier();
     if (targets.length === 0) return [];
     await this.ensureBegun();
+    // An emptied table forgets its local changes, and what was parked of it: the source emptied it
+    // after those changes, so retrying one later would bring back a row the source no longer has.
     const emptied = async (done: readonly QualifiedName[]) => {
-      if (done.length > 0) await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [done.map((t) => `${t.schema}.${t.name}`)]);
+      if (done.length === 0) return;
+      await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [done.map((t) => `${t.schema}.${t.name}`)]);
+      if (this.parked.size > 0) {
+        await this.client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = clock_timestamp(),
+            reason = coalesce(reason || '; ', '') || 'superseded: the source truncated the table'
+          WHERE sync_name = $1 AND outcome = 'pending' AND kind = 'apply_error'
+            AND table_name IN (SELECT table_name FROM syncctl.sync_tables WHERE sync_name = $1 AND target_table = ANY ($2::text[]))`,
+        [this.syncName, done.map(quoteQualified)]);
+      }
     };
     try {
       await this.client.query(`SAVEPOINT syncctl_truncate; TRUNCATE ${targets.map(quoteQualified).join(', ')}; RELEASE SAVEPOINT syncctl_truncate`);
@@ -615,16 +638,20 @@ export class BatchWriter {
   }
 
   /**
-   * Applies what is staged, records the checkpoint and commits: rows and position in one
-   * transaction. Returns the target's WAL position after the commit (once the target has flushed
+   * Applies what is staged, runs `before` if given, records the checkpoint and commits: rows and
+   * position in one transaction. Returns the target's WAL position after the commit (once the target has flushed
    * past it, the commit survives a crash of the target too) and its flush position then.
    */
-  async commit(checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
+  async commit(checkpoint: { lsn: string; commitTime: string | null }, before?: (client: pg.Client) => Promise<unknown>): Promise<CommitPosition> {
     await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
-    if (this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted) && this.provable(pending)) return this.commitSmall(pending, checkpoint);
+    if (before === undefined && this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted) && this.provable(pending)) {
+      return this.commitSmall(pending, checkpoint);
+    }
     await this.ensureBegun();
     await this.applyStaged(checkpoint);
+    // Work of the caller's that belongs in this transaction, after its changes (parked changes retried).
+    if (before !== undefined) await before(this.client);
     return this.commitTail(checkpoint, []);
   }
 

@@ -186,6 +186,12 @@ async function copyTable(
     let pruned: number;
     try {
       pruned = await pruneRecopy(sync.name, resolved, target, () => snapshotSession(sync, snapshot, path.settings));
+      // Changes parked before the snapshot are in the copy (or were undone by the source since): moot.
+      await target.query(`UPDATE syncctl.sync_conflicts AS c SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = now(),
+          reason = coalesce(c.reason || '; ', '') || 'superseded: the table was copied again'
+         FROM syncctl.sync_tables AS t
+        WHERE c.sync_name = $1 AND c.table_name = $2 AND c.outcome = 'pending' AND c.kind = 'apply_error'
+          AND t.sync_name = c.sync_name AND t.table_name = c.table_name AND c.source_lsn < t.snapshot_lsn`, [sync.name, table.name]);
       await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
         [sync.name, table.name]);
       await target.query('COMMIT');

@@ -75,6 +75,9 @@ test('transient errors are retried, never parked: the worker cancelled three tim
     await dbs().source.query(`BEGIN; UPDATE payments SET amount = 11 WHERE id = 1; INSERT INTO payments VALUES (4, 40); COMMIT`);
     let cancels = 0;
     for (let i = 0; i < 200 && cancels < 3; i++) {
+      // Inside the locker's transaction pg_stat_activity is a snapshot taken at its first read: a
+      // worker session started after it (the batch is retried by a new session) would stay unseen.
+      await locker.query('SELECT pg_stat_clear_snapshot()');
       const { rows } = await locker.query(`SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity
         WHERE application_name = 'syncctl run' AND wait_event_type = 'Lock' AND datname = current_database()`);
       cancels += rows.filter((r) => r.ok).length;

@@ -101,7 +101,7 @@ test('a large slice of source UPDATEs updates the rows that exist and inserts on
   expect(await inserted()).toBe(120 + 12_000);
 
   // A row the target rejects: the batch falls back to the careful path, which parks exactly it.
-  await dbs().target.query('CREATE TABLE syncctl.sync_conflicts (sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text)').catch(() => {});
+  await dbs().target.query('CREATE TABLE syncctl.sync_conflicts (id bigint GENERATED ALWAYS AS IDENTITY, sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text, change jsonb, sqlstate text, resolved_by text, resolved_at timestamptz)').catch(() => {});
   await writer.begin();
   for (let id = 1; id <= 12_000; id++) await writer.stage('accounts', 'W', null, [b(id), b(id === 777 ? -1 : id + 3)], true);
   await writer.commit({ lsn: '0/4000', commitTime: null });
@@ -113,7 +113,7 @@ test('a large slice of source UPDATEs updates the rows that exist and inserts on
 
 test('small batches run statements prepared once per session; a rejected row still parks only itself', async () => {
   await dbs().target.query('CREATE TABLE small (id int PRIMARY KEY, v bigint NOT NULL CHECK (v >= 0))');
-  await dbs().target.query('CREATE TABLE IF NOT EXISTS syncctl.sync_conflicts (sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text)');
+  await dbs().target.query('CREATE TABLE IF NOT EXISTS syncctl.sync_conflicts (id bigint GENERATED ALWAYS AS IDENTITY, sync_name text, table_name text, kind text, key jsonb, incoming jsonb, source_lsn pg_lsn, source_commit_time timestamptz, strategy text, outcome text, reason text, change jsonb, sqlstate text, resolved_by text, resolved_at timestamptz)');
   const session = new pg.Client({ connectionString: dbs().targetUrl });
   await session.connect();
   try {

@@ -28,6 +28,26 @@ describe('renderSourceOrder', () => {
     expect(renderSourceOrder('s', [table], marks, false)).toMatchSnapshot();
   });
 
+  test('an applied change supersedes what is pending of its key (checked once per block); a parked one records itself for the writer', () => {
+    const sql = renderSourceOrder('s', [table], marks, true);
+    expect(sql).toContain(`syncctl$parked0 boolean := EXISTS (SELECT 1 FROM syncctl.sync_conflicts WHERE sync_name = 's' AND table_name = 'docs' AND outcome = 'pending' AND kind = 'apply_error');`);
+    expect(sql).toContain(`IF syncctl$ok THEN\nIF syncctl$parked0 THEN\nUPDATE syncctl.sync_conflicts SET outcome = 'resolved'`);
+    expect(sql).toContain(`AND key = jsonb_build_object('id', syncctl$n."id");`);
+    // The change as staged goes with it (the old row of its pair too), and the error's SQLSTATE.
+    expect(sql).toContain(`WHERE r.ctid = syncctl$c.id OR r.ctid = syncctl$pk)), SQLSTATE FROM`);
+    expect(sql).toContain(`PERFORM set_config('syncctl.parked_tables', current_setting('syncctl.parked_tables') || 'docs,', true);`);
+    expect(sql).not.toContain('retried');
+  });
+
+  test('retry mode: a change that applies is retried and supersedes only older pending changes; one that fails stays pending', () => {
+    const sql = renderSourceOrder('s', [table], [], true, { by: 'alice' });
+    expect(sql).toContain(`"syncctl$conflict" AS conflict FROM pg_temp."syncctl_stage_docs_1"`);
+    expect(sql).toContain(`AND key = jsonb_build_object('id', syncctl$n."id") AND id < syncctl$c.conflict;`);
+    expect(sql).toContain(`UPDATE syncctl.sync_conflicts SET outcome = 'retried', resolved_by = 'alice', resolved_at = clock_timestamp() WHERE id = syncctl$c.conflict;`);
+    expect(sql).toContain(`UPDATE syncctl.sync_conflicts SET reason = SQLERRM, sqlstate = SQLSTATE WHERE id = syncctl$c.conflict;`);
+    expect(sql).not.toContain('INSERT INTO syncctl.sync_conflicts');
+  });
+
   test('careful: each change in its own subtransaction; only a row fault is parked, anything else re-raised', () => {
     const sql = renderSourceOrder('s', [table, { ...table, apply: { ...docs, id: 'two' }, tableName: 'two', onError: 'stop' }], marks, true);
     expect(sql).toContain(`EXCEPTION WHEN OTHERS THEN\nsyncctl$k := NULL;\nIF SQLSTATE !~ '^(22|23|P0001)' THEN RAISE; END IF;`);
