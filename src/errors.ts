@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'PREFLIGHT_FAILED'    // a server cannot host the sync as configured (exit 2)
   | 'DESTROY_REFUSED'     // destructive changes without --allow-destroy (exit 2)
   | 'PLAN_PENDING'        // the databases do not match the spec: run apply (exit 2)
+  | 'CONFIRMATION_REQUIRED' // a bulk action asked for confirmation and got none (no terminal, no --yes) (exit 2)
   | 'CONNECTION_FAILED'   // a database could not be reached (exit 1)
   | 'APPLY_FAILED'        // a change failed while applying (exit 1)
   | 'TABLE_STATE_CHANGED' // a paused table's copy began while its changes were being dropped: the worker starts over
@@ -49,6 +50,7 @@ export function exitStatusFor(error: unknown): 1 | 2 {
     case 'PREFLIGHT_FAILED':
     case 'DESTROY_REFUSED':
     case 'PLAN_PENDING':
+    case 'CONFIRMATION_REQUIRED':
       return 2;
     default:
       return 1;

@@ -10,19 +10,21 @@ import { applyCommand } from './apply-command.ts';
 import { planCommand } from './plan-command.ts';
 import { runCommand } from './run-command.ts';
 import { demoCommand } from './demo-command.ts';
+import { conflictsCommand } from './conflicts-command.ts';
 
 export async function main(args: string[]): Promise<number> {
   const cli = yargs(args)
     .scriptName('syncctl')
     .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
     .strict()
-    .demandCommand(1, 'name a command: demo, plan, apply, destroy or run')
+    .demandCommand(1, 'name a command: demo, plan, apply, destroy, run or conflicts')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
     .example('$0 demo', 'scenario 1 on two embedded PostgreSQL servers, end to end')
     .example('$0 plan specs/ --sql', 'what apply would create, change or drop, with its SQL')
     .example('$0 apply specs/', 'provision both databases and copy the existing rows')
     .example('$0 run specs/', 'stream changes until SIGTERM')
     .example('$0 destroy specs/ --allow-destroy', 'remove what syncctl created; target rows stay')
+    .example('$0 conflicts list specs/', 'pending conflicts and parked changes')
     .help()
     .version(false)
     .fail((message, error) => {
@@ -35,6 +37,7 @@ export async function main(args: string[]): Promise<number> {
   applyCommand(cli);
   runCommand(cli);
   demoCommand(cli);
+  conflictsCommand(cli);
   try {
     await cli.parseAsync();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -10,8 +10,10 @@
  * - Memory is bounded: rows are staged into the target (COPY) in slices; a 1,000,000-row source
  *   transaction is never held whole in memory.
  */
+import type pg from 'pg';
 import { buildBatchTable } from '../apply/apply-table.ts';
 import { BatchWriter, type TruncateRefusal } from '../apply/batch-writer.ts';
+import { loadParkedTables } from '../apply/parked.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
 import { checkSlotStreamable } from '../catalog/slot-health.ts';
@@ -26,6 +28,7 @@ import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type R
 import { ReplicationStream } from './replication-stream.ts';
 import { StreamedTransactions, type StreamedTable } from './streamed-transactions.ts';
 import { HeldChanges } from './held-changes.ts';
+import { ParkedRetry } from './parked-retry.ts';
 
 export interface WorkerOptions {
   readonly sync: LoadedSync;
@@ -199,6 +202,9 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     const secondary = new BatchWriter(second.client, sync.name);
     await primary.prepare();
     await secondary.prepare();
+    const parkedRetry = new ParkedRetry(sync.name, await loadParkedTables(target.client, sync.name), logger);
+    const retryParked = (client: pg.Client) => parkedRetry.run(client, allRoutes().filter((r) => r.state === 'streaming')
+      .map((r) => ({ resolved: r.resolved, order: r.order })));
     const writers = [primary, secondary];
     // Every commit checks that the sync has no mapped table these routes lack (see sql/4_expect-tables.sql).
     const guardTables = () => {
@@ -265,6 +271,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       const w = writer;
       await checkPaused(w);
       const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged };
+      const retry = parkedRetry.due() ? retryParked : undefined;
+      if (retry) parkedRetry.claim();
       staged = 0;
       transactions = 0;
       lastCommit = undefined;
@@ -274,7 +282,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       inflight = (async () => {
         await previous;
         if (failed !== undefined) return;
-        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() });
+        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() }, retry);
         applied = batch.lsn;
         unflushed.push({ source: batch.lsn, target: parseLsn(position.lsn) });
         await confirmDurable(parseLsn(position.flushed));
@@ -560,6 +568,13 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         if (!inTransaction && !lastCommit) {
           await refreshHeld();
           await commitReplayed();
+        }
+        // Idle: parked changes a foreign key refused are retried in a transaction of their own, at the same checkpoint.
+        if (!inTransaction && !lastCommit && parkedRetry.due()) {
+          await drain();
+          await writer.begin();
+          lastCommit = { lsn: applied, time: null };
+          await commit();
         }
         // With nothing received left uncommitted or unflushed, every transaction the server
         // committed before walEnd has been sent and applied, or had nothing for this sync:

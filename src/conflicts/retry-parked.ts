@@ -1,0 +1,156 @@
+/**
+ * Parked `apply_error`s applied again: by `syncctl conflicts retry`, and by the worker now and
+ * then for those a foreign key refused (the parent row may have arrived since, through this sync
+ * or another one).
+ *
+ * A parked change is applied again exactly as source order would have applied it, mapped by the
+ * current spec: its stage rows (sync_conflicts.change) go into a stage of their own, oldest
+ * parked first, and one source-order block in retry mode walks them (source-order.ts). One that
+ * applies is `retried` and supersedes older pending changes of its key; one that fails again
+ * stays pending with its new error. A pending change is never applied after a later change of its
+ * key: that later change superseded it when it applied. Runs inside the caller's transaction, as
+ * the worker's writer (change tracking leaves these writes alone).
+ */
+import type pg from 'pg';
+import { buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
+import { connect } from '../db/connect.ts';
+import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
+import { WRITER_SETTING } from '../plan/render-ddl.ts';
+import type { LoadedSync } from '../spec/loaded-sync.ts';
+import { quoteIdent, quoteLiteral } from '../sql/quote.ts';
+import { SEQ, UNCHANGED, renderApply, stageTableName } from '../apply/render-apply.ts';
+import { CONFLICT_ID, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable } from '../apply/source-order.ts';
+
+export interface RetryFilter {
+  /** These sync_conflicts ids only. */
+  readonly ids?: readonly number[];
+  /** Spec table names. */
+  readonly tables?: readonly string[];
+  /** Only changes that failed with this SQLSTATE (23503: a foreign key). */
+  readonly sqlstate?: string;
+}
+
+export interface RetryResult {
+  /** Applied now. */
+  readonly retried: number;
+  /** Failed again: still pending. */
+  readonly failed: number;
+  /** Superseded by a later change of the same key retried with them. */
+  readonly superseded: number;
+  /** Pending but not retryable here: parked without their staged change, or of a table not in the spec. */
+  readonly skipped: number;
+}
+
+interface StoredChange {
+  readonly columns: readonly string[];
+  readonly rows: readonly Record<string, unknown>[];
+}
+
+/** A spec table whose parked changes may be retried: as resolved against the catalogs now. */
+export interface RetryTable {
+  readonly resolved: ResolvedTable;
+  readonly order: number;
+}
+
+/**
+ * `tables`: each spec table that may be retried, by name. `skipLocked`: leave pending changes
+ * another session holds (someone resolving them) for next time instead of waiting.
+ */
+export async function retryParked(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>, filter: RetryFilter,
+  options: { by: string; skipLocked?: boolean }): Promise<RetryResult> {
+  const { rows } = await client.query<{ id: string; table_name: string; change: StoredChange | null }>(
+    `SELECT id::text AS id, table_name, change FROM syncctl.sync_conflicts
+      WHERE sync_name = $1 AND kind = 'apply_error' AND outcome = 'pending'
+        AND ($2::bigint[] IS NULL OR id = ANY ($2)) AND ($3::text[] IS NULL OR table_name = ANY ($3)) AND ($4::text IS NULL OR sqlstate = $4)
+      ORDER BY id FOR UPDATE${options.skipLocked ? ' SKIP LOCKED' : ''}`,
+    [syncName, filter.ids ?? null, filter.tables ?? null, filter.sqlstate ?? null]);
+  const retryable = rows.filter((r) => r.change !== null && tables.has(r.table_name));
+  const skipped = rows.length - retryable.length;
+  if (retryable.length === 0) return { retried: 0, failed: 0, superseded: 0, skipped };
+
+  // One stage per table, in the order the rows were parked; sequence numbers across all of them.
+  const names = [...new Set(retryable.map((r) => r.table_name))];
+  const shape = (name: string, asText: boolean): SourceOrderTable => {
+    const t = tables.get(name)!;
+    return buildBatchTable(`retry_${names.indexOf(name)}`, t.resolved, publishedColumns(t.resolved), t.order, { asText });
+  };
+  const staged = new Map<string, Record<string, unknown>[]>(names.map((n) => [n, []]));
+  let seq = 0;
+  for (const r of retryable) {
+    const columns = shape(r.table_name, false).apply.staged.map((c) => c.name);
+    for (const row of r.change!.rows) {
+      staged.get(r.table_name)!.push({ ...row, [SEQ]: ++seq, [UNCHANGED]: remapUnchanged(row[UNCHANGED], r.change!.columns, columns), [CONFLICT_ID]: Number(r.id) });
+    }
+  }
+  const used: SourceOrderTable[] = [];
+  // On an error the caller rolls the transaction back, and the stages, created in it, go with it.
+  for (const name of names) used.push(await stage(client, shape, name, staged.get(name)!));
+  await client.query(renderSourceOrder(syncName, used, [], true, { by: options.by }));
+  await client.query(`DROP TABLE ${used.map((t) => stageTableName(t.apply)).join(', ')}`);
+  const outcomes = await client.query<{ outcome: string; n: number }>(
+    `SELECT outcome, count(*)::int AS n FROM syncctl.sync_conflicts WHERE id = ANY ($1::bigint[]) GROUP BY outcome`, [retryable.map((r) => r.id)]);
+  const count = (outcome: string) => outcomes.rows.find((o) => o.outcome === outcome)?.n ?? 0;
+  return { retried: count('retried'), failed: count('pending'), superseded: count('resolved'), skipped };
+}
+
+/**
+ * Fills a table's retry stage: typed as the source's columns (the stored values are JSON of the
+ * typed values they were staged as: arrays, records and the rest come back as they were), or, if
+ * the target refuses a value of those types (an enum label it lacks), as text, cast where the
+ * mapping reads it, so that the change that carries it fails alone.
+ */
+async function stage(client: pg.Client, shape: (name: string, asText: boolean) => SourceOrderTable, name: string, rows: readonly Record<string, unknown>[]): Promise<SourceOrderTable> {
+  const json = JSON.stringify(rows);
+  for (const asText of [false, true]) {
+    const table = shape(name, asText);
+    const stageName = stageTableName(table.apply);
+    await client.query(`SAVEPOINT syncctl_retry_stage; DROP TABLE IF EXISTS ${stageName}; ${renderApply(table.apply).createStage}; ` +
+      `ALTER TABLE ${stageName} ADD COLUMN ${quoteIdent(CONFLICT_ID)} bigint`);
+    try {
+      await client.query(`INSERT INTO ${stageName} SELECT * FROM jsonb_populate_recordset(NULL::${stageName}, $1::jsonb)`, [json]);
+      await client.query('RELEASE SAVEPOINT syncctl_retry_stage');
+      return table;
+    } catch (error) {
+      await client.query('ROLLBACK TO SAVEPOINT syncctl_retry_stage; RELEASE SAVEPOINT syncctl_retry_stage');
+      if (asText || !ROW_FAULT_SQLSTATE.test((error as { code?: string }).code ?? '')) throw error;
+    }
+  }
+  throw new Error('unreachable');
+}
+
+/** Unchanged TOAST positions of a row staged with `columns`, as positions among the columns staged now (a column gone is left out). */
+function remapUnchanged(value: unknown, columns: readonly string[], now: readonly string[]): number[] | null {
+  if (!Array.isArray(value)) return null;
+  const positions = value.map((p) => now.indexOf(columns[Number(p) - 1] ?? '') + 1).filter((p) => p > 0);
+  return positions.length > 0 ? positions : null;
+}
+
+/**
+ * `syncctl conflicts retry`: the sync's pending apply errors that `filter` selects, applied again in
+ * one target transaction (all or nothing) as the worker would, mapped by the spec as the source
+ * publishes it now. Safe while the worker runs: both lock the pending rows they act on, so a
+ * change is never applied after a later change of its key (see retryParked).
+ */
+export async function retryConflicts(sync: LoadedSync, filter: RetryFilter, by: string): Promise<RetryResult> {
+  const source = await connect('source', sync.sourceUrl, 'syncctl conflicts');
+  try {
+    const target = await connect('target', sync.targetUrl, 'syncctl conflicts');
+    try {
+      const plan = await planSync(sync, { source, target });
+      const tables = new Map<string, RetryTable>([...plan.tables.values()].filter((r) => r.table.mode === 'mapped').map((r) => [r.table.name, { resolved: r, order: 0 }]));
+      await target.client.query(`BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
+      try {
+        const result = await retryParked(target.client, sync.name, tables, filter, { by });
+        await target.client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await target.client.query('ROLLBACK').catch(() => {});
+        throw error;
+      }
+    } finally {
+      await target.close();
+    }
+  } finally {
+    await source.close();
+  }
+}
