@@ -14,7 +14,7 @@ import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
-import { renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 import { noteParked, parkedTables } from './parked.ts';
 import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
 
@@ -455,9 +455,9 @@ export class BatchWriter {
       this.tables.delete(id);
       if (state.created) await this.client.query(state.statements.drop);
       const names = statementNames.get(this.client);
-      const stage = stageTableName(state.table.apply);
+      const temps = [stageTableName(state.table.apply), lastTableName(state.table.apply)];
       for (const [sql, name] of names ?? []) {
-        if (!sql.includes(stage)) continue;
+        if (!temps.some((t) => sql.includes(t))) continue;
         names!.delete(sql);
         if (name !== null) await this.client.query(`DEALLOCATE ${name}`);
       }

@@ -86,6 +86,12 @@ interface Route {
   /** Changes in transactions whose commit record precedes this were in the initial copy. */
   snapshotLsn: Lsn;
   state: string;
+  /**
+   * Streamed transactions whose DDL broke this table's mapping: their changes of it are not
+   * staged (at their commit the table is paused and a recopy brings the rows; at their abort
+   * the changes never happened), nor is a staging table built for the broken shape.
+   */
+  brokenIn?: Set<number>;
 }
 
 /**
@@ -374,10 +380,13 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       }
       if (broken && streamXid !== undefined) {
         // DDL inside a transaction still in progress: it pauses the table only if that
-        // transaction commits. Meanwhile its changes are staged under the new shape.
+        // transaction commits (once, however many blocks resend the shape).
         const pending = pendingPauses.get(streamXid) ?? [];
-        pendingPauses.set(streamXid, [...pending, { route: r, reason: broken }]);
-      } else if (broken) {
+        if (!pending.some((p) => p.route === r)) pendingPauses.set(streamXid, [...pending, { route: r, reason: broken }]);
+        (r.brokenIn ??= new Set()).add(streamXid);
+        return;
+      }
+      if (broken) {
         await pause(r, broken);
         logger.error({ table: r.resolved.table.name, reason: broken }, 'table paused: the source schema no longer fits the mapping');
         return;
@@ -518,7 +527,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // already holds its changes (snapshotLsn) is decided then, when they are applied.
     const streamedRoute = async (relationId: number): Promise<readonly Route[]> => {
       const rs = byRelation.get(relationId) ?? (unknown.has(relationId) ? await adopt(relationId) : []);
-      return rs.filter((r) => r.state !== 'paused' || dropPaused(r));
+      return rs.filter((r) => (r.state !== 'paused' || dropPaused(r)) && !r.brokenIn?.has(streamXid!));
     };
     const shapes = new Map<Route, StreamedTable>();
     const streamedTable = (r: Route): StreamedTable => {
@@ -606,7 +615,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           const xid = streamXid;
           // The usual case without a promise: streaming tables, in a transaction not skipped.
           const known = byRelation.get(m.relationId);
-          const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every(notPaused)) ? known
+          const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every((r) => notPaused(r) && !r.brokenIn?.has(xid))) ? known
             : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
           if (rs.length === 0) break;
           const stage = (r: Route, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
@@ -687,13 +696,17 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           streamXid = undefined;
           break;
         case 'stream-abort':
-          if (m.subXid === m.xid) pendingPauses.delete(m.xid);
+          if (m.subXid === m.xid) {
+            pendingPauses.delete(m.xid);
+            for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
+          }
           await streamed.abort(m.xid, m.subXid);
           break;
         case 'stream-commit': {
           // Applied before the last checkpoint: the server may send it again after a restart.
           if (m.commitLsn < applied) {
             pendingPauses.delete(m.xid);
+            for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
             await streamed.discard(m.xid);
             break;
           }
@@ -707,6 +720,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
             logger.error({ table: r.resolved.table.name, reason }, 'table paused: the source schema no longer fits the mapping');
           }
           pendingPauses.delete(m.xid);
+          for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
           // A table still being copied: a streamed transaction is not held, it waits for the copy
           // (its held changes are replayed first).
           const keys = [...streamed.tables(m.xid)];

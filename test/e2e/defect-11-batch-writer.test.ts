@@ -73,9 +73,11 @@ test('a retired shape\'s staging tables are dropped and its prepared statements 
   const expected = new Map<number, number>();
   /**
    * A small batch (one round trip, prepared statements) on `shapeId`, its keys distinct (the
-   * statements read the stage directly); with `withDelete`, one of them a delete.
+   * statements read the stage directly); with `withDelete`, one of them a delete; with `repeat`,
+   * a key written twice (the reduction through the last-change table, whose statements name
+   * only that table).
    */
-  const smallBatch = async (shapeId: string, batch: number, withDelete = false) => {
+  const smallBatch = async (shapeId: string, batch: number, withDelete = false, repeat = false) => {
     await writer.begin({ lazy: true });
     for (let i = 0; i < 5; i++) {
       const id = batch * 10 + i;
@@ -86,12 +88,17 @@ test('a retired shape\'s staging tables are dropped and its prepared statements 
       await writer.stage(shapeId, 'D', null, [b(batch * 10 - 6), null]);
       expected.delete(batch * 10 - 6);
     }
+    if (repeat) {
+      await writer.stage(shapeId, 'W', null, [b(batch * 10), b(batch + 1)]);
+      expected.set(batch * 10, (batch + 1) * 2);
+    }
     await writer.commit({ lsn: nextLsn(), commitTime: null });
   };
   const register = (shapeId: string) => writer.register({ apply: shape(shapeId), tableName: 'items', onError: 'park', order: 0, strategy: 'source-wins' });
 
   register('shape_0');
   for (let batch = 0; batch < 4; batch++) await smallBatch('shape_0', batch, batch % 2 === 1);
+  await smallBatch('shape_0', 5, true, true);
   // The shape in use has its staging tables and statements prepared for them.
   expect(await tempTablesFor('shape_0')).toEqual(['syncctl_last_shape_0', 'syncctl_stage_shape_0']);
   const perShape = (await preparedFor('shape_0')).length;
@@ -118,11 +125,13 @@ test('a retired shape\'s staging tables are dropped and its prepared statements 
   for (let n = 2; n <= 6; n++) {
     await smallBatch(current, n * 100);
     await smallBatch(current, n * 100 + 1, true);
+    await smallBatch(current, n * 100 + 4, true, true);
     const next = `shape_${n}`;
     writer.retire(current);
     register(next);
     await smallBatch(next, n * 100 + 2);
     await smallBatch(next, n * 100 + 3, true);
+    await smallBatch(next, n * 100 + 5, true, true);
     expect(await tempTablesFor(current), current).toEqual([]);
     expect(await preparedFor(current), current).toEqual([]);
     expect(await tempTablesFor(next)).toEqual([`syncctl_last_${next}`, `syncctl_stage_${next}`]);

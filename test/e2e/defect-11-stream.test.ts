@@ -3,11 +3,11 @@
  * - A source schema change inside a streamed (large, in-progress) transaction pauses the table
  *   only when that transaction commits. The worker decodes with logical_decoding_work_mem at
  *   64 kB, so the transaction reaches it in blocks, the new shape (a mapped column retyped, int to
- *   bigint) included, while it is still open: rolled back, the table keeps streaming and later
+ *   bigint, or dropped) included, while it is still open: rolled back, the table keeps streaming and later
  *   changes arrive; committed, the table is paused with the column named, and the transaction's
- *   changes of the other table are applied. Not covered: a mapped column dropped inside such a
- *   transaction, which today stops the worker (the new shape's last-change table, created from
- *   the mapping, names the dropped column).
+ *   changes of the other table are applied. The same for a mapped column dropped: the broken
+ *   shape's changes are not staged at all (no staging can be built from a mapping that reads a
+ *   column the shape lacks).
  * - Keys in syncctl.local_changes are forgotten when the worker writes their row although the
  *   source key's type is not the target's: a source `timestamp` key into a `timestamptz` key
  *   column, whose JSON text differs ("2024-01-01T10:00:00" against "…+00:00"). The entry of a
@@ -51,81 +51,105 @@ async function streamedStages(segment?: number): Promise<number> {
   return r[0]!.n;
 }
 
-test('a mapped column retyped inside a streamed transaction: rolled back, the table streams on; committed, it is paused', async () => {
-  await dbs().source.query(`
-    CREATE TABLE wide (id int PRIMARY KEY, v int NOT NULL, note text);
-    CREATE TABLE side (id int PRIMARY KEY, v int NOT NULL);
-    INSERT INTO wide SELECT g, g, 'seed ' || g FROM generate_series(1, 100) g;
-    INSERT INTO side SELECT g, g FROM generate_series(1, 10) g`);
-  await dbs().target.query(`
-    CREATE TABLE wide (id int PRIMARY KEY, v bigint NOT NULL, note text);
-    CREATE TABLE side (id int PRIMARY KEY, v int NOT NULL)`);
-  const sync = await loadSync(specs.write({ 'ddl.sync.ts': syncSpec({ name: 'ddl', tables: `
-    wide: { from: 'public.wide', to: 'public.wide', key: ['id'], columns: { id: sql\`id\`, v: sql\`v\`, note: sql\`note\` } },
-    side: { from: 'public.side', to: 'public.side', key: ['id'], columns: { id: sql\`id\`, v: sql\`v\` } },` }) }), env());
-  await apply(sync);
-  const worker = startWorker(sync, { decodingWorkMemKb: 64 });
-  workers.push(worker);
-  await waitForStreaming(dbs(), 'ddl');
-  const side = sync.tables.find((t) => t.name === 'side')!;
-  await expectTargetMatches(dbs(), sync.tables, { what: 'after the copy' });
+/** Staging tables in the target of source table `relid` for streamed transactions (any session's temp schema). */
+async function streamedStagesOf(relid: number): Promise<number> {
+  const { rows: r } = await dbs().target.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_class WHERE relname ~ $1`, [`^syncctl_stage_x[0-9]+_[0-9]+_${relid}_`]);
+  return r[0]!.n;
+}
 
-  /**
-   * Opens a transaction that outgrows 64 kB, changes the type of wide.v in it and goes on
-   * writing both tables: returns once the worker has staged changes of the new shape (the
-   * transaction's second segment), i.e. it received the Relation with v as bigint while the
-   * transaction is still in progress.
-   */
-  const retypeInsideStreamed = async (from: number) => {
-    await writer.query('BEGIN');
-    await writer.query(`INSERT INTO wide SELECT g, g, 'streamed ' || g FROM generate_series(${from}, ${from + 4999}) g`);
-    await waitFor('the open transaction to be staged', async () => (await streamedStages(0)) > 0);
-    await writer.query('ALTER TABLE wide ALTER COLUMN v TYPE bigint');
-    await writer.query(`INSERT INTO wide SELECT g, -g, 'retyped ' || g FROM generate_series(${from + 5000}, ${from + 9999}) g`);
-    await writer.query(`INSERT INTO side SELECT g, g FROM generate_series(${from}, ${from + 2}) g`);
-    await writer.query(`UPDATE wide SET v = v + 1 WHERE id <= 10`);
-    await waitFor('changes of the new shape to be staged', async () => {
-      if (worker.finished()) throw new Error(`the worker stopped: ${String(worker.error())}`);
-      const now = await tableState('ddl', 'wide');
-      if (now.state !== 'streaming') throw new Error(`wide is ${now.state} (${now.error}) while the transaction is still open`);
-      return (await streamedStages(1)) > 0;
-    });
-  };
+const ddlCases = [
+  { name: 'retyped', ddl: (w: string) => `ALTER TABLE ${w} ALTER COLUMN v TYPE bigint`, targetV: 'bigint', after: (w: string, from: number) =>
+    `INSERT INTO ${w} SELECT g, -g, 'retyped ' || g FROM generate_series(${from + 5000}, ${from + 9999}) g`,
+  reason: 'source column(s) v read by the mapping or row filter changed type' },
+  { name: 'dropped', ddl: (w: string) => `ALTER TABLE ${w} DROP COLUMN note`, targetV: 'int', after: (w: string, from: number) =>
+    `INSERT INTO ${w} SELECT g, -g FROM generate_series(${from + 5000}, ${from + 9999}) g`,
+  reason: 'source column(s) note read by the mapping or row filter no longer exist' },
+];
 
-  try {
-    // Rolled back: v was never retyped. Nothing is paused, neither while the transaction runs
-    // nor after; the next transactions of both tables arrive.
-    await retypeInsideStreamed(10_001);
-    expect(await tableState('ddl', 'wide')).toEqual({ state: 'streaming', error: null });
-    await writer.query('ROLLBACK');
-    await waitFor('the rolled-back transaction\'s staging to be dropped', async () => (await streamedStages()) === 0);
-    await dbs().source.query(`UPDATE wide SET v = v * 10, note = note || '!' WHERE id <= 20; INSERT INTO wide VALUES (101, 101, 'after the rollback')`);
-    await dbs().source.query(`INSERT INTO side VALUES (11, 11)`);
-    await expectTargetMatches(dbs(), sync.tables, { what: 'after the rolled-back DDL' });
-    expect(await tableState('ddl', 'wide')).toEqual({ state: 'streaming', error: null });
-    expect(worker.finished()).toBe(false);
+for (const c of ddlCases) {
+  test(`a mapped column ${c.name} inside a streamed transaction: rolled back, the table streams on; committed, it is paused`, async () => {
+    const sync = `ddl_${c.name}`;
+    const W = `wide_${c.name}`;
+    const S = `side_${c.name}`;
+    await dbs().source.query(`
+      DROP TABLE IF EXISTS ${W}, ${S};
+      CREATE TABLE ${W} (id int PRIMARY KEY, v int NOT NULL, note text);
+      CREATE TABLE ${S} (id int PRIMARY KEY, v int NOT NULL);
+      INSERT INTO ${W} SELECT g, g, 'seed ' || g FROM generate_series(1, 100) g;
+      INSERT INTO ${S} SELECT g, g FROM generate_series(1, 10) g`);
+    await dbs().target.query(`
+      DROP TABLE IF EXISTS ${W}, ${S};
+      CREATE TABLE ${W} (id int PRIMARY KEY, v ${c.targetV} NOT NULL, note text);
+      CREATE TABLE ${S} (id int PRIMARY KEY, v int NOT NULL)`);
+    const loaded = await loadSync(specs.write({ [`${sync}.sync.ts`]: syncSpec({ name: sync, tables: `
+      ${W}: { from: 'public.${W}', to: 'public.${W}', key: ['id'], columns: { id: sql\`id\`, v: sql\`v\`, note: sql\`note\` } },
+      ${S}: { from: 'public.${S}', to: 'public.${S}', key: ['id'], columns: { id: sql\`id\`, v: sql\`v\` } },` }) }), env());
+    await apply(loaded);
+    const worker = startWorker(loaded, { decodingWorkMemKb: 64 });
+    workers.push(worker);
+    await waitForStreaming(dbs(), sync);
+    const sideTable = loaded.tables.find((t) => t.name === S)!;
+    await expectTargetMatches(dbs(), loaded.tables, { what: 'after the copy' });
+    const sideOid = Number((await dbs().source.query(`SELECT 'public.${S}'::regclass::oid AS o`)).rows[0].o);
 
-    // Committed: wide is paused at the commit, with the column named; side's changes of the
-    // same transaction are applied, and side keeps streaming.
-    await retypeInsideStreamed(20_001);
-    expect(await tableState('ddl', 'wide')).toEqual({ state: 'streaming', error: null });
-    await writer.query('COMMIT');
-    const paused = await waitFor('wide paused', async () => {
-      const s = await tableState('ddl', 'wide');
-      return s.state === 'paused' ? s : undefined;
-    });
-    expect(paused.error).toBe('source column(s) v read by the mapping or row filter changed type');
-    await expectTargetMatches(dbs(), [side], { what: 'side, written in the committed transaction' });
-    await dbs().source.query(`INSERT INTO side VALUES (12, 12)`);
-    await expectTargetMatches(dbs(), [side], { what: 'side after the pause' });
-    // Nothing of the committed transaction reached the paused table.
-    expect(await rows(dbs().target, `SELECT id FROM wide WHERE id > 20000`)).toEqual([]);
-    expect(worker.finished()).toBe(false);
-  } finally {
-    await writer.query('ROLLBACK');
-  }
-  await worker.stop();
-});
+    /**
+     * Opens a transaction that outgrows 64 kB, changes wide in it and goes on writing both
+     * tables: returns once the worker has staged side's changes made after the DDL, so it has
+     * received the Relation of wide's new shape (and wide's changes under it) while the
+     * transaction is still in progress.
+     */
+    const ddlInsideStreamed = async (from: number) => {
+      await writer.query('BEGIN');
+      await writer.query(`INSERT INTO ${W} SELECT g, g, 'streamed ' || g FROM generate_series(${from}, ${from + 4999}) g`);
+      await waitFor('the open transaction to be staged', async () => (await streamedStages(0)) > 0);
+      await writer.query(c.ddl(W));
+      await writer.query(c.after(W, from));
+      await writer.query(`UPDATE ${W} SET v = v + 1 WHERE id <= 10`);
+      await writer.query(`INSERT INTO ${S} SELECT g, g FROM generate_series(${from}, ${from + 4999}) g`);
+      await waitFor('side\'s changes after the DDL to be staged', async () => {
+        if (worker.finished()) throw new Error(`the worker stopped: ${String(worker.error())}`);
+        const now = await tableState(sync, W);
+        if (now.state !== 'streaming') throw new Error(`${W} is ${now.state} (${now.error}) while the transaction is still open`);
+        return (await streamedStagesOf(sideOid)) > 0;
+      });
+    };
+
+    try {
+      // Rolled back: the DDL never happened. Nothing is paused, neither while the transaction
+      // runs nor after; the next transactions of both tables arrive.
+      await ddlInsideStreamed(10_001);
+      expect(await tableState(sync, W)).toEqual({ state: 'streaming', error: null });
+      await writer.query('ROLLBACK');
+      await waitFor('the rolled-back transaction\'s staging to be dropped', async () => (await streamedStages()) === 0);
+      await dbs().source.query(`UPDATE ${W} SET v = v * 10, note = note || '!' WHERE id <= 20; INSERT INTO ${W} VALUES (101, 101, 'after the rollback')`);
+      await dbs().source.query(`INSERT INTO ${S} VALUES (11, 11)`);
+      await expectTargetMatches(dbs(), loaded.tables, { what: 'after the rolled-back DDL' });
+      expect(await tableState(sync, W)).toEqual({ state: 'streaming', error: null });
+      expect(worker.finished()).toBe(false);
+
+      // Committed: wide is paused at the commit, with the column named; side's changes of the
+      // same transaction are applied, and side keeps streaming.
+      await ddlInsideStreamed(20_001);
+      expect(await tableState(sync, W)).toEqual({ state: 'streaming', error: null });
+      await writer.query('COMMIT');
+      const paused = await waitFor('wide paused', async () => {
+        const s = await tableState(sync, W);
+        return s.state === 'paused' ? s : undefined;
+      });
+      expect(paused.error).toBe(c.reason);
+      await expectTargetMatches(dbs(), [sideTable], { what: 'side, written in the committed transaction' });
+      await dbs().source.query(`INSERT INTO ${S} VALUES (12, 12)`);
+      await expectTargetMatches(dbs(), [sideTable], { what: 'side after the pause' });
+      // Nothing of the committed transaction reached the paused table.
+      expect(await rows(dbs().target, `SELECT id FROM ${W} WHERE id > 20000`)).toEqual([]);
+      expect(worker.finished()).toBe(false);
+    } finally {
+      await writer.query('ROLLBACK');
+    }
+    await worker.stop();
+  }, 120_000);
+}
 
 test('a local change is forgotten when the worker writes its row, though the source key type is not the target key type', async () => {
   await dbs().source.query(`
