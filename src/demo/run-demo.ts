@@ -4,7 +4,9 @@
  * copy), the worker streaming, live inserts, updates and deletes seen arriving, a short status,
  * and a clean stop (or, with keep, left running with the connection strings printed).
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startLocalCluster, type LocalCluster } from '../embedded/local-cluster.ts';
@@ -37,7 +39,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     await runSql(source.url(), SCHEMA('laas-source.sql') + SCHEMA('laas-seed.sql'));
     await runSql(target.url(), SCHEMA('orgs-target.sql'));
     const environment = { ...process.env, LAAS_DATABASE_URL: source.url(), ORGS_DATABASE_URL: target.url() };
-    const syncs = await loadSpecs(SPECS, environment);
+    const syncs = await loadSpecsOutsideNodeModules(SPECS, environment);
 
     print('\n$ syncctl apply specs/laas_to_orgs.sync.ts');
     let copied = 0;
@@ -95,6 +97,22 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   } finally {
     controller.abort();
     await Promise.all(clusters.map((c) => c.stop()));
+  }
+}
+
+/**
+ * Node refuses to strip types under node_modules, so the demo's spec in an installed syncctl
+ * (node_modules/syncctl/specs/) is loaded from a copy in a temp directory, as a user's spec would be.
+ */
+async function loadSpecsOutsideNodeModules(file: string, environment: NodeJS.ProcessEnv): ReturnType<typeof loadSpecs> {
+  if (!file.split(path.sep).includes('node_modules')) return loadSpecs(file, environment);
+  const dir = mkdtempSync(path.join(tmpdir(), 'syncctl-demo-'));
+  try {
+    const copy = path.join(dir, path.basename(file));
+    copyFileSync(file, copy);
+    return await loadSpecs(copy, environment);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -206,7 +206,9 @@ async function usableBinaryDir(major: PostgresMajor, runAs: RunAs | undefined): 
   try {
     dir = packageDir(pkg);
   } catch (error) {
-    throw new Error(`Postgres ${major} binaries not installed: npm package ${pkg} is missing (run npm ci)`, { cause: error });
+    // Major 18 is an optional dependency (Linux x64 only, left out of the Docker image); 15-17 are dev dependencies.
+    const where = major === 18 ? 'an optional dependency of syncctl, installed on Linux x64 only' : 'a dev dependency';
+    throw new Error(`Postgres ${major} binaries not installed: npm package ${pkg} is missing (${where}; in a checkout, run npm ci)`, { cause: error });
   }
   const version = String((JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version?: unknown }).version);
   const nativeDir = path.join(dir, 'native');

@@ -18,17 +18,38 @@ export const SPEC_SUFFIX = '.sync.ts';
 let resolveHookRegistered = false;
 
 /**
+ * This module runs as TypeScript in a checkout (Node strips the types) and as the compiled
+ * JavaScript of dist/ in an installed package, where Node refuses to strip types (under
+ * node_modules): a spec's `syncctl` must be the same copy, of the same kind, as the one running.
+ */
+const RUNNING_COMPILED = !import.meta.url.endsWith('.ts');
+
+/**
  * Spec files `import … from 'syncctl'` wherever they sit (also outside this package, where no
  * node_modules would resolve it): map that specifier to this running copy of syncctl.
+ *
+ * A spec file is an ES module (`export default defineSync(…)`) whatever package it sits in, but
+ * Node reads a .ts file as CommonJS in a package.json with "type": "commonjs" (what `npm init`
+ * writes). Spec files, and the .ts files they import, are loaded as ES modules there.
  */
 export function registerSyncctlResolution(): void {
   if (resolveHookRegistered) return;
   resolveHookRegistered = true;
-  const indexUrl = new URL('../index.ts', import.meta.url).href;
+  const indexUrl = new URL(RUNNING_COMPILED ? '../index.js' : '../index.ts', import.meta.url).href;
+  const indexFormat = RUNNING_COMPILED ? 'module' : 'module-typescript';
+  const loadedAsModule = new Set<string>();
   module.registerHooks({
     resolve(specifier, context, nextResolve) {
-      if (specifier === 'syncctl') return { url: indexUrl, format: 'module-typescript', shortCircuit: true };
-      return nextResolve(specifier, context);
+      if (specifier === 'syncctl') return { url: indexUrl, format: indexFormat, shortCircuit: true };
+      const resolved = nextResolve(specifier, context);
+      if (
+        resolved.format === 'commonjs-typescript' &&
+        (new URL(resolved.url).pathname.endsWith(SPEC_SUFFIX) || (context.parentURL !== undefined && loadedAsModule.has(context.parentURL)))
+      ) {
+        loadedAsModule.add(resolved.url);
+        return { ...resolved, format: 'module-typescript' };
+      }
+      return resolved;
     },
   });
 }

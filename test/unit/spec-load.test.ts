@@ -374,4 +374,14 @@ describe('discovery', () => {
     const [sync] = await loadSpecs(dir, { SRC_URL: 'x', DST_URL: 'y' });
     expect(sync!.tables[0]!.columns).toEqual([{ target: 'email', expression: 'lower(email)' }]);
   });
+
+  test('a spec and its helper load as ES modules in a package.json with "type": "commonjs" (what npm init writes)', async () => {
+    const dir = specDir({
+      'package.json': '{ "name": "users-project", "type": "commonjs" }\n',
+      'shared/columns.ts': "import { sql } from 'syncctl';\nexport const email = sql`lower(email)`;\n",
+      'a.sync.ts': spec({ name: 'a', tables: usersTable }).replace("from 'syncctl';", "from 'syncctl';\nimport { email } from './shared/columns.ts';").replace('sql`email` }', 'email }'),
+    });
+    const [sync] = await loadSpecs(dir, { SRC_URL: 'x', DST_URL: 'y' });
+    expect(sync!.tables[0]!.columns).toEqual([{ target: 'email', expression: 'lower(email)' }]);
+  });
 });
