@@ -30,7 +30,7 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
 /** The batch writer's view of a resolved table: its apply shape, and what a parked change records of it. */
 export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number, options: { asText?: boolean } = {}): BatchTable {
   const { table } = resolved;
-  return { apply: buildApplyTable(id, resolved, stagedColumns, options), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy };
+  return { apply: buildApplyTable(id, resolved, stagedColumns, options), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy, conflict: table.conflict };
 }
 
 /** Each target key column a bare reference to one staged source column: repeated keys are visible while staging. */

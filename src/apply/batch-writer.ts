@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
 import { SyncctlError } from '../errors.ts';
+import type { ConflictRule } from '../spec/schema.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
@@ -17,6 +18,9 @@ import { KeySet } from './key-set.ts';
 import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 import { noteParked, parkedTables } from './parked.ts';
 import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
+
+/** W: an UPDATE's new row; I: an INSERT's row; D: a deleted row's key; K: an UPDATE's old row (its W follows). */
+export type StageOp = 'W' | 'I' | 'D' | 'K';
 
 export interface BatchTable {
   readonly apply: ApplyTable;
@@ -27,6 +31,8 @@ export interface BatchTable {
   readonly order: number;
   /** The spec's conflict strategy, recorded with every change parked for this table. */
   readonly strategy: string;
+  /** The spec's conflict rule (source-wins when absent). */
+  readonly conflict?: ConflictRule;
 }
 
 /** Where the changes being staged come from: their source transaction's commit position and time. */
@@ -253,12 +259,13 @@ export class BatchWriter {
   }
 
   /**
-   * Stages one change: W writes `values` (the new row), D deletes the row whose key `values`
+   * Stages one change: W writes `values` (the new row of an UPDATE), I too (an INSERT's row: the
+   * conflict rules tell an insert meeting a row from an update meeting none), D deletes the row whose key `values`
    * (the old row) carries, K is the old row of an UPDATE whose new row (W) is staged next;
    * `fromUpdate`: the write is a source UPDATE's new row. Returns a promise only when the staged
    * bytes had to be copied out.
    */
-  stage(id: string, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
+  stage(id: string, op: StageOp, unchanged: readonly number[] | null, values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const state = this.tables.get(id)!;
     const seq = ++this.seq;
     const positions = unchanged === null ? null : `{${unchanged.join(',')}}`;
@@ -283,7 +290,7 @@ export class BatchWriter {
       state.repeated = true;
       state.keys!.clear();
     }
-    if (op !== 'W') state.deletes = true;
+    if (op === 'D' || op === 'K') state.deletes = true;
     else {
       state.writes++;
       if (fromUpdate) state.updates++;
@@ -384,7 +391,7 @@ export class BatchWriter {
       if (state.toasted) await this.client.query(state.statements.updateToasted);
     }
     for (const state of pending) {
-      if (state.statements.forgetLocalChanges) await this.client.query(state.statements.forgetLocalChanges);
+      if (state.statements.checkLocalChanges) await this.client.query(state.statements.checkLocalChanges);
       if (clear) await this.client.query(this.clearSql(state, false).join(';\n'));
     }
   }
@@ -396,7 +403,8 @@ export class BatchWriter {
    * the row's (or a row's error on an `onError: stop` table) fails the batch.
    */
   private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean): Promise<void> {
-    const tables = pending.map((s) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: s.table.onError }));
+    const tables = pending.map((s) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: s.table.onError,
+      ...(s.table.conflict ? { conflict: s.table.conflict } : {}) }));
     const marks = (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
       .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
     await this.client.query('SAVEPOINT syncctl_order');
@@ -418,7 +426,7 @@ export class BatchWriter {
       }
     }
     for (const state of pending) {
-      const statements = [...(state.statements.forgetStaged ? [state.statements.forgetStaged] : []), ...(clear ? this.clearSql(state, true) : [])];
+      const statements = clear ? this.clearSql(state, true) : [];
       if (statements.length > 0) await this.client.query(statements.join(';\n'));
       this.reset(state);
     }
@@ -518,8 +526,8 @@ export class BatchWriter {
       else if (!updated.complete) statements.push(direct(state)!.updateFirst!.insertMissing);
     }
     for (const state of pending) {
-      const forget = direct(state) ? direct(state)!.forgetLocalChanges : state.statements.forgetLocalChanges;
-      if (forget) statements.push(forget);
+      const check = direct(state) ? direct(state)!.checkLocalChanges : state.statements.checkLocalChanges;
+      if (check) statements.push(check);
       if (clear) statements.push(...this.clearSql(state, direct(state) !== undefined));
     }
     return statements;

@@ -2,8 +2,8 @@
  * Rows -> set-based SQL. Pure: a table's mapping and its staged columns in, statements out.
  *
  * A batch of changes for one source table is staged in a temp table (one row per change: its
- * sequence number, W for a write of the new row, D for a delete of the old key or K for the old
- * row of an UPDATE (always followed by the W of its new row), the positions of unchanged TOAST
+ * sequence number, W for the new row of an UPDATE, I for an INSERT's row, D for a delete of the
+ * old key or K for the old row of an UPDATE (always followed by the W of its new row), the positions of unchanged TOAST
  * columns, and the source columns). These statements are an optimization of applying the changes
  * one by one in source order (source-order.ts), used by the batch writer only for slices where
  * the two provably give the same result. They run the spec's mapping SQL inside the target over
@@ -12,7 +12,7 @@
  *   2. delete the keys whose last change is a delete (or a write the row filter rejects);
  *   3. upsert the writes; 4. update writes that carry unchanged TOAST columns, keeping the
  *   target's value for every column whose mapping reads only unchanged columns;
- *   5. forget local changes of the keys written (conflict tracking restarts from here).
+ *   5. check that no key written has a local change (a conflict: source order applies the rules).
  */
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 
@@ -47,7 +47,7 @@ export interface ApplyTable {
   readonly filterReads?: readonly string[];
   /** Columns of the staging table, in the order the stream delivers them. */
   readonly staged: readonly StagedColumn[];
-  /** Forget syncctl.local_changes entries of written keys (tables with change tracking). */
+  /** The target table has change tracking: staged keys are checked against syncctl.local_changes (conflicts). */
   readonly tracked: boolean;
   /**
    * The target's type of each key column: the change-tracking trigger records keys as the target
@@ -79,9 +79,11 @@ export interface ApplyStatements {
    * commit time of each source transaction of the batch; $6 strategy); `find` lists them (key, reason).
    */
   readonly incomputable: { readonly park: string; readonly find: string };
-  readonly forgetLocalChanges?: string;
-  /** The same, for every key staged (source-order apply reads the stage, not the last-change table). */
-  readonly forgetStaged?: string;
+  /**
+   * Fails (SQLSTATE SYCON) when a key of the slice has a local change: a conflict, which source
+   * order meets with the table's rule. Runs after the slice's writes, in its transaction.
+   */
+  readonly checkLocalChanges?: string;
   /** `INSERT INTO <stage> (<all staged columns>) VALUES `, for rows given as literals. */
   readonly insertValues: string;
   /** `COPY <stage> (<all staged columns>) FROM STDIN`, for rows in COPY text form. */
@@ -107,7 +109,7 @@ export interface ApplyStatements {
   readonly direct?: {
     readonly deleteRows: string;
     readonly upsertRows: string;
-    readonly forgetLocalChanges?: string;
+    readonly checkLocalChanges?: string;
     /**
      * A large slice of mostly source UPDATEs (with `exactKeys`, and columns besides the key):
      * `updateRows` updates the target rows that exist, then, only when it updated fewer rows
@@ -179,9 +181,9 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const reduce = `INSERT INTO ${last} ${reduceSelect}`;
 
   const keyMatch = (alias: string) => table.key.map((k) => `t.${quoteIdent(k)} = ${alias}.${quoteIdent(k)}`).join(' AND ');
-  const isDelete = `(l.${quoteIdent(OP)} <> 'W' OR NOT l.${quoteIdent(KEEP)})`;
-  const isPlainWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NULL`;
-  const isToastedWrite = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NOT NULL`;
+  const isDelete = `(l.${quoteIdent(OP)} NOT IN ('W', 'I') OR NOT l.${quoteIdent(KEEP)})`;
+  const isPlainWrite = `l.${quoteIdent(OP)} IN ('W', 'I') AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NULL`;
+  const isToastedWrite = `l.${quoteIdent(OP)} IN ('W', 'I') AND l.${quoteIdent(KEEP)} AND l.${quoteIdent(UNCHANGED)} IS NOT NULL`;
 
   const deleteRows = `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}`;
   const insertCols = table.columns.map((c) => quoteIdent(c.target));
@@ -210,7 +212,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const filterReads = table.workerFilter !== undefined ? positionsOf(table.filterReads ?? []) : [];
   const missingRow = `NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${keyMatch('l')})`;
   // The filter's verdict (keep) is unknown when it read an unchanged column; the rest only matters for rows kept.
-  const incomputable = `l.${quoteIdent(OP)} = 'W' AND l.${quoteIdent(UNCHANGED)} IS NOT NULL AND (` +
+  const incomputable = `l.${quoteIdent(OP)} IN ('W', 'I') AND l.${quoteIdent(UNCHANGED)} IS NOT NULL AND (` +
     [...(filterReads.length > 0 ? [overlaps(filterReads)] : []), `(l.${quoteIdent(KEEP)} AND (${[missingRow, ...partialColumns].join(' OR ')}))`].join(' OR ') + ')';
   const reasons = toastReasons(table, `l.${quoteIdent(UNCHANGED)}`);
   const reason = `CASE WHEN ${missingRow} THEN ${reasons.missing} ELSE ${reasons.partial} END`;
@@ -223,28 +225,29 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     `AS m(seq, lsn, t) WHERE m.seq <= b.${quoteIdent(SEQ)} ORDER BY m.seq DESC LIMIT 1) AS m ON true`;
   const find = `SELECT ${keyJson} AS key, ${reason} AS reason FROM ${last} AS l WHERE ${incomputable} ORDER BY l.${quoteIdent(SEQ)}`;
 
-  // Gated by a one-time check: with no local change recorded for the table (the usual case), the
-  // staged rows are not read at all.
+  // A staged key with a local change is a conflict: the check fails the set form (SQLSTATE SYCON),
+  // and source order meets each such change with the table's rule. It runs after the writes: a
+  // local write committed before a row's lock was taken is seen by this later statement, and one
+  // after it waits for this transaction (it lands after the worker's write). Gated: with no local
+  // change recorded for the table (the usual case), the staged rows are not read at all.
   const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
-  const forget = (from: string) => `DELETE FROM syncctl.local_changes AS c USING ${from} AS l ` +
+  const check = (from: string) => `SELECT syncctl.local_changes_found(${targetName}) FROM (SELECT 1 FROM syncctl.local_changes AS c, ${from} AS l ` +
     `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND c.target_table = ${targetName} ` +
-    `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, l.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
-  const forgetLocalChanges = table.tracked ? forget(last) : undefined;
+    `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, l.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')}) LIMIT 1) AS found`;
+  const checkLast = table.tracked ? check(last) : undefined;
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
-  const forgetStaged = table.tracked ? forget(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;
+  const checkStaged = table.tracked ? check(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;
   const direct = table.keySources ? {
-    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} <> 'W' OR NOT ${keep}) AS l ` +
+    deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} NOT IN ('W', 'I') OR NOT ${keep}) AS l ` +
       `WHERE ${keyMatch('l')}`,
     upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${rows} ` +
-      `WHERE ${quoteIdent(OP)} = 'W' AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
-    ...(table.tracked ? {
-      forgetLocalChanges: forgetStaged!,
-    } : {}),
+      `WHERE ${quoteIdent(OP)} IN ('W', 'I') AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
+    ...(table.tracked ? { checkLocalChanges: checkStaged! } : {}),
     ...(table.exactKeys && nonKey.length > 0 ? { updateFirst: updateFirst() } : {}),
   } : undefined;
 
   function updateFirst(): { updateRows: string; insertMissing: string } {
-    const written = `(SELECT ${mappedColumns.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} = 'W' AND ${keep}) AS s`;
+    const written = `(SELECT ${mappedColumns.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} IN ('W', 'I') AND ${keep}) AS s`;
     return {
       updateRows: `UPDATE ${target} AS t SET ${nonKey.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
         `FROM ${written} WHERE ${keyMatch('s')}`,
@@ -262,7 +265,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     upsertRows,
     updateToasted,
     incomputable: { park, find },
-    ...(forgetLocalChanges ? { forgetLocalChanges, forgetStaged: forgetStaged! } : {}),
+    ...(checkLast ? { checkLocalChanges: checkLast } : {}),
     insertValues: `INSERT INTO ${stage} (${stagedColumns}) VALUES `,
     copyIn: `COPY ${stage} (${stagedColumns}) FROM STDIN`,
     clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },

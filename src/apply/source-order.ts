@@ -27,6 +27,7 @@
  * The block records the tables it parked rows of in the transaction's setting
  * syncctl.parked_tables (comma-separated), for the writer's bookkeeping.
  */
+import type { ConflictRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, type ApplyTable } from './render-apply.ts';
 
@@ -36,6 +37,8 @@ export interface SourceOrderTable {
   readonly tableName: string;
   /** The table's conflict strategy, recorded with what is parked. */
   readonly strategy: string;
+  /** The table's conflict rule (default source-wins), met by a change whose key has a local change (`apply.tracked`). */
+  readonly conflict?: ConflictRule;
   /** `stop`: a row at fault is not parked; the error ends the block (and the worker). */
   readonly onError: 'park' | 'stop';
 }
@@ -73,6 +76,15 @@ const PK = 'syncctl$pk';
 const OK = 'syncctl$ok';
 /** Per table: some change of it is pending in sync_conflicts (gates the supersede statement). */
 const parkedVar = (i: number) => `syncctl$parked${i}`;
+/** Per tracked table: the target row a conflicting change meets, locked. */
+const currentVar = (i: number) => `syncctl$cr${i}`;
+// A conflict: whether the target row exists, whether a local change was seen, its time, its kind, the rule's verdict, the outcome.
+const HAS = 'syncctl$has';
+const SEEN = 'syncctl$seen';
+const LCT = 'syncctl$lct';
+const KIND = 'syncctl$kind';
+const WIN = 'syncctl$win';
+const OUTCOME = 'syncctl$outcome';
 const INTERNALS = `ARRAY[${[SEQ, OP, UNCHANGED].map(quoteLiteral).join(', ')}]`;
 
 export function renderSourceOrder(syncName: string, tables: readonly SourceOrderTable[], marks: readonly TransactionMark[], careful: boolean, retry?: RetryMode): string {
@@ -85,7 +97,7 @@ export function renderSourceOrder(syncName: string, tables: readonly SourceOrder
   const array = (values: readonly (string | number | null)[], type: string) =>
     `${quoteLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${String(v)}"`)).join(',')}}`)}::${type}[]`;
   const ordered = marks.length > 0 ? marks : [{ fromSeq: 0, lsn: null, commitTime: null }];
-  const branches = tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${renderTable(syncName, t, i, retry)}`).join('\n');
+  const branches = tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${renderTable(syncName, t, i, careful, retry)}`).join('\n');
   const onFault = (t: SourceOrderTable, i: number) => (retry ? failedAgain('SQLERRM', 'SQLSTATE')
     : t.onError === 'stop' ? stop(t) : park(syncName, t, i, 'SQLERRM', 'SQLSTATE'));
   const body = careful
@@ -105,6 +117,13 @@ DECLARE
   ${KEYJ} jsonb;
   ${PK} tid;
   ${OK} boolean;
+  ${HAS} boolean;
+  ${SEEN} boolean := false;
+  ${LCT} timestamptz;
+  ${KIND} text;
+  ${WIN} text;
+  ${OUTCOME} text;
+${tables.flatMap((t, i) => (t.apply.tracked && careful ? [`  ${currentVar(i)} ${quoteQualified(t.apply.target)}%ROWTYPE;`] : [])).join('\n')}
   ${TX} int := 1;
 ${tables.map((t, i) => `  ${parkedVar(i)} boolean := ${pending(t)};`).join('\n')}
   syncctl$seqs bigint[] := ${array(ordered.map((m) => m.fromSeq), 'bigint')};
@@ -116,6 +135,8 @@ FOR ${C} IN SELECT * FROM (${union}) AS changes ORDER BY seq LOOP
 WHILE ${TX} < cardinality(syncctl$seqs) AND syncctl$seqs[${TX} + 1] <= ${C}.seq LOOP ${TX} := ${TX} + 1; END LOOP;
 ${PK} := CASE WHEN ${C}.op = 'W' THEN ${K} END;
 ${OK} := true;
+${SEEN} := false;
+${KIND} := NULL;
 ${body}
 END LOOP;
 END
@@ -123,7 +144,7 @@ $syncctl$`;
 }
 
 /** The statements for one change of one table (`${C}` is the change: t, seq, op, unchanged, id). */
-function renderTable(syncName: string, t: SourceOrderTable, index: number, retry: RetryMode | undefined): string {
+function renderTable(syncName: string, t: SourceOrderTable, index: number, careful: boolean, retry: RetryMode | undefined): string {
   const table = t.apply;
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
@@ -185,21 +206,111 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, retry
     `${incomputable.length > 0 ? `IF ${incomputable.join(' OR ')} THEN\n` +
       `${parkHere(`CASE WHEN NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${where}) THEN ${reasonMissing} ELSE ${reasonPartial} END`)}\nELSIF` : 'IF'} NOT ${N}.${quoteIdent(KEEP)} THEN\n${notKept}\n` +
     `ELSE\n${updateToasted(where, withKey)}\nIF NOT FOUND THEN\n${parkHere(reasonMissing)}\nEND IF;\nEND IF;`;
-  const write = `SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} INTO ${N} ${byId(`${C}.id`)};\n` +
-    `IF ${K} IS NOT NULL THEN\n` +
+  // Change tracking (see the header): a change applied with no conflict must not meet a local
+  // change after the fact. The fast pass fails on one (SQLSTATE SYCON), so that the careful pass
+  // meets it with the rule; the careful pass looked before it wrote (the row locked), so one it
+  // finds now raced it: a serialization failure, the batch is retried.
+  const tracked = table.tracked;
+  const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
+  const keyJson = (rec: string) => `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${rec}.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
+  const localKeys = (recs: readonly string[]) => `c.target_table = ${targetName} AND c.key IN (${recs.map(keyJson).join(', ')})`;
+  const localCheck = (recs: readonly string[]) => (!tracked ? '' : careful
+    ? `DELETE FROM syncctl.local_changes AS c WHERE ${localKeys(recs)};\n` +
+      `IF FOUND AND NOT ${SEEN} THEN RAISE EXCEPTION 'a local write of % raced the worker', ${targetName} USING ERRCODE = '40001'; END IF;`
+    : `PERFORM syncctl.local_changes_found(${targetName}) FROM syncctl.local_changes AS c WHERE ${localKeys(recs)};`);
+  // The new row of a write, and the old key: of the pair's old row, or the write's own.
+  const writeRecs = `IF ${PK} IS NOT NULL THEN\n${localCheck([O, N])}\nELSE\n${localCheck([N])}\nEND IF;`;
+
+  const normalWrite = `IF ${PK} IS NOT NULL THEN\n` +
     // The new row of an UPDATE: the target row with the old key becomes it.
-    `SELECT ${keyExpr.join(', ')} INTO ${O} ${byId(K)};\n${K} := NULL;\n` +
     `IF ${C}.unchanged IS NULL THEN\n` +
     `IF NOT ${N}.${quoteIdent(KEEP)} THEN\n${deleteKey(O)}\n${deleteKey(N)}\n` +
     `ELSE\n${updatePlain(keyMatch(O))}\nIF NOT FOUND THEN\n${upsert}\nEND IF;\nEND IF;\n` +
     `ELSE\n${toastedWrite(keyMatch(O), true, `${deleteKey(O)}\n${deleteKey(N)}`)}\nEND IF;\n` +
     `ELSIF ${C}.unchanged IS NULL THEN\n` +
     `IF ${N}.${quoteIdent(KEEP)} THEN\n${upsert}\nELSE\n${deleteKey(N)}\nEND IF;\n` +
-    `ELSE\n${toastedWrite(keyMatch(N), false, deleteKey(N))}\nEND IF;\n` +
-    applied(`${supersede(N)}\nIF ${PK} IS NOT NULL THEN\n${supersede(O)}\nEND IF;`);
+    `ELSE\n${toastedWrite(keyMatch(N), false, deleteKey(N))}\nEND IF;`;
+  const writeApplied = applied(`${supersede(N)}\nIF ${PK} IS NOT NULL THEN\n${supersede(O)}\nEND IF;`);
+  const deleteApplied = applied(supersede(O));
+
+  if (!(tracked && careful)) {
+    const write = `SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} INTO ${N} ${byId(`${C}.id`)};\n` +
+      `IF ${PK} IS NOT NULL THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(PK)};\nEND IF;\n${K} := NULL;\n` +
+      `${normalWrite}\n${writeApplied}\n${tracked ? `IF ${OK} THEN\n${writeRecs}\nEND IF;` : ''}`;
+    return `IF ${C}.op = 'K' THEN\n${K} := ${C}.id;\n` +
+      `ELSIF ${C}.op = 'D' THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\n${deleteKey(O)}\n${deleteApplied}\n${localCheck([O])}\n` +
+      `ELSE\n${write}\nEND IF;`;
+  }
+
+  // Careful, with change tracking: the target row is locked, then its local change looked up.
+  // O is the key of the row the change meets (the pair's old row, the write's own key, the
+  // delete's key); a pair also looks at its new key.
+  const cr = currentVar(index);
+  const detect = (recs: readonly string[]) => `SELECT t.* INTO ${cr} FROM ${target} AS t WHERE ${keyMatch(O)} FOR UPDATE OF t;\n${HAS} := FOUND;\n` +
+    `SELECT c.changed_at INTO ${LCT} FROM syncctl.local_changes AS c WHERE ${localKeys(recs)} ORDER BY c.changed_at DESC LIMIT 1;\n${SEEN} := FOUND;\n` +
+    `${KIND} := CASE WHEN NOT ${SEEN} THEN NULL WHEN ${C}.op = 'I' THEN CASE WHEN ${HAS} THEN 'insert_exists' END ` +
+    `WHEN NOT ${HAS} THEN CASE WHEN ${C}.op = 'D' THEN 'delete_missing' ELSE 'update_missing' END ELSE 'locally_modified' END;`;
+  const rule = t.conflict ?? { strategy: 'source-wins' as const };
+  const byTime = `CASE WHEN syncctl$times[${TX}] IS NULL OR syncctl$times[${TX}] >= ${LCT} THEN 'incoming' ELSE 'current' END`;
+  const verdict = (isDelete: boolean): string => {
+    switch (rule.strategy) {
+      case 'source-wins': return `'incoming'`;
+      case 'target-wins': return `'current'`;
+      case 'manual': return `'pending'`;
+      case 'last-write-wins': {
+        if (isDelete) return byTime;
+        const c = quoteIdent(rule.column);
+        // Newer wins, a tie goes to the source; a delete, or a row gone, compares the times.
+        return `CASE WHEN NOT ${HAS} THEN ${byTime} WHEN ${cr}.${c} IS NULL OR (${N}.${c} IS NOT NULL AND ${N}.${c} >= ${cr}.${c}) THEN 'incoming' ELSE 'current' END`;
+      }
+      case 'fields': {
+        const byDefault = rule.default === 'target' ? `'current'` : `'incoming'`;
+        return isDelete ? byDefault : `CASE WHEN ${HAS} THEN 'merge' ELSE ${byDefault} END`;
+      }
+      default:
+        throw new Error(`${syncName}.${t.tableName}: conflict strategy '${rule.strategy}' is not supported by this version`);
+    }
+  };
+  // fields: each column from its owner's row; the key moves with the source.
+  const owner = (c: string) => (rule.strategy === 'fields' ? (rule.owners[c] ?? rule.default) : 'source');
+  const mergedSets = [...table.key.map((k) => `${quoteIdent(k)} = ${col(k)}`),
+    ...nonKey.map((c) => `${quoteIdent(c.target)} = ${owner(c.target) === 'target' ? `t.${quoteIdent(c.target)}` : toastedValue(c)}`)];
+  const merged = `UPDATE ${target} AS t SET ${mergedSets.join(', ')} WHERE ${keyMatch(O)};`;
+  const log = (isDelete: boolean) => `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
+    `source_commit_time, strategy, outcome, change) VALUES (${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, ${KIND}, ` +
+    `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, ${O}.${quoteIdent(k)}`).join(', ')}), ` +
+    `${isDelete ? 'NULL' : `to_jsonb(${N}) - ${quoteLiteral(KEEP)}`}, CASE WHEN ${HAS} THEN to_jsonb(${cr}) END, ` +
+    `(SELECT to_jsonb(t) FROM ${target} AS t WHERE ${isDelete ? keyMatch(O) : `CASE WHEN ${OUTCOME} IN ('applied', 'merged') THEN ${keyMatch(N)} ELSE ${keyMatch(O)} END`}), ` +
+    `syncctl$lsns[${TX}], syncctl$times[${TX}], ${quoteLiteral(t.strategy)}, ${OUTCOME}, CASE WHEN ${OUTCOME} = 'pending' THEN ${changeJson(table)} END);`;
+  // What the rule decided, applied: incoming as any change is (then its local change is
+  // forgotten), merged, or nothing (the local change stays: the next change of the key meets it
+  // too, which is how later changes queue behind a pending one).
+  const decide = (isDelete: boolean, apply: string, afterApply: string) => `${WIN} := ${verdict(isDelete)};\n` +
+    `IF ${WIN} = 'incoming' THEN\n${apply}\n${OUTCOME} := 'applied';\n` +
+    (isDelete ? '' : `ELSIF ${WIN} = 'merge' THEN\n${merged}\n${OUTCOME} := 'merged';\n`) +
+    `ELSE\n${OUTCOME} := CASE WHEN ${WIN} = 'pending' THEN 'pending' ELSE 'kept' END;\n${OK} := false;\n` +
+    (retry ? `UPDATE syncctl.sync_conflicts SET outcome = 'retried', resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
+    `END IF;\n${afterApply}\n` +
+    // Applied but parked on the way (an unchanged TOAST value it cannot keep): the park is the record.
+    `IF ${OUTCOME} <> 'applied' OR ${OK} THEN\n${log(isDelete)}\nEND IF;`;
+  const write = `SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} INTO ${N} ${byId(`${C}.id`)};\n` +
+    `IF ${PK} IS NOT NULL THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(PK)};\nELSE\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\nEND IF;\n${K} := NULL;\n` +
+    `IF ${PK} IS NOT NULL THEN\n${detect([O, N])}\nELSE\n${detect([O])}\nEND IF;\n` +
+    `IF ${KIND} IS NULL THEN\n${normalWrite}\n${writeApplied}\nIF ${OK} THEN\n${writeRecs}\nEND IF;\n` +
+    `ELSE\n${decide(false, normalWrite, `${writeApplied}\nIF ${OK} THEN\n${writeRecs}\nEND IF;`)}\nEND IF;`;
+  const del = `SELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\n${detect([O])}\n` +
+    `IF ${KIND} IS NULL THEN\n${deleteKey(O)}\n${deleteApplied}\n${localCheck([O])}\n` +
+    `ELSE\n${decide(true, deleteKey(O), `${deleteApplied}\nIF ${OK} THEN\n${localCheck([O])}\nEND IF;`)}\nEND IF;`;
   return `IF ${C}.op = 'K' THEN\n${K} := ${C}.id;\n` +
-    `ELSIF ${C}.op = 'D' THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\n${deleteKey(O)}\n${applied(supersede(O))}\n` +
+    `ELSIF ${C}.op = 'D' THEN\n${del}\n` +
     `ELSE\n${write}\nEND IF;`;
+}
+
+/** The current change as staged (with the old row of its pair), for sync_conflicts.change. */
+function changeJson(table: ApplyTable): string {
+  const columns = quoteLiteral(JSON.stringify(table.staged.map((c) => c.name)));
+  return `jsonb_build_object('columns', ${columns}::jsonb, 'rows', ` +
+    `(SELECT jsonb_agg(to_jsonb(r) ORDER BY r.${quoteIdent(SEQ)}) FROM ${stageTableName(table)} AS r WHERE r.ctid = ${C}.id OR r.ctid = ${PK}))`;
 }
 
 /** The current change's key as the target knows it, into ${KEYJ}; the source row when the key's mapping itself fails. */
@@ -222,9 +333,7 @@ function park(syncName: string, t: SourceOrderTable, index: number, reason: stri
   const table = t.apply;
   const stage = stageTableName(table);
   const rawKey = `to_jsonb(s) - ${INTERNALS}`;
-  const columns = quoteLiteral(JSON.stringify(table.staged.map((c) => c.name)));
-  const change = `jsonb_build_object('columns', ${columns}::jsonb, 'rows', ` +
-    `(SELECT jsonb_agg(to_jsonb(r) ORDER BY r.${quoteIdent(SEQ)}) FROM ${stage} AS r WHERE r.ctid = ${C}.id OR r.ctid = ${PK}))`;
+  const change = changeJson(table);
   return currentKey(table) +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason, change, sqlstate) ` +
     `SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, 'apply_error', ${KEYJ}, ${rawKey}, syncctl$lsns[${TX}], syncctl$times[${TX}], ` +

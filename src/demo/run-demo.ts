@@ -81,6 +81,20 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         await waitFor(arrived, 10_000);
         print(`  ${what}: arrived in ${Date.now() - t0} ms`);
       }
+      // A person edits the target, then the source changes the same row: the table's rule
+      // (last-write-wins on updated_at) decides, and the meeting is a row in sync_conflicts.
+      const tgt = new pg.Client(target.url());
+      await tgt.connect();
+      try {
+        await tgt.query(`UPDATE organizations."user" SET name = 'Grace B. Hopper', updated_at = now() + interval '1 hour' WHERE email = 'grace@laas.example'`);
+        await src.query(`UPDATE users SET first_name = 'G.', updated_at = now() WHERE email = 'grace@laas.example'`);
+        const conflict = `SELECT kind || ' under ' || strategy || ': ' || outcome || ', the target keeps "' || (result->>'name') || '"' ` +
+          `FROM syncctl.sync_conflicts WHERE kind = 'locally_modified' AND table_name = 'users'`;
+        await waitFor(async () => (await one(target.url(), conflict)) !== undefined, 10_000);
+        print(`  a local edit on the target (newer) meets a source rename (older): ${await one(target.url(), conflict)}`);
+      } finally {
+        await tgt.end();
+      }
     } finally {
       await src.end();
     }

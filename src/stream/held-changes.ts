@@ -6,12 +6,13 @@
  * is done. Changes of transactions that committed before the copy's snapshot are in the copy and
  * are left out then.
  */
+import type { StageOp } from '../apply/batch-writer.ts';
 import type pg from 'pg';
 import { formatLsn, type Lsn } from './pgoutput-decoder.ts';
 
 export interface HeldChange {
   /** As staged (W, D, K: see render-apply), or T for a TRUNCATE. */
-  readonly op: 'W' | 'D' | 'K' | 'T';
+  readonly op: StageOp | 'T';
   readonly unchanged: readonly number[] | null;
   readonly columns: readonly string[];
   readonly values: readonly (Buffer | null)[] | null;
@@ -29,7 +30,7 @@ interface Pending {
 export interface ReplayedChange {
   /** The commit position of the source transaction that made it. */
   readonly commitLsn: string;
-  readonly op: 'W' | 'D' | 'K' | 'T';
+  readonly op: StageOp | 'T';
   readonly unchanged: number[] | null;
   readonly columns: string[];
   readonly values: (Buffer | null)[];

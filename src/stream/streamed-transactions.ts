@@ -17,7 +17,7 @@
  * between the segment before it and the one after.
  */
 import type pg from 'pg';
-import { BatchWriter, type BatchTable, type TruncateRefusal } from '../apply/batch-writer.ts';
+import { BatchWriter, type BatchTable, type StageOp, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { SyncctlError } from '../errors.ts';
 import type { QualifiedName } from '../sql/quote.ts';
 
@@ -96,7 +96,7 @@ export class StreamedTransactions {
   }
 
   /** Stages one change of transaction `xid` (made by `subXid`, which is `xid` outside subtransactions). */
-  stage(xid: number, subXid: number | undefined, table: StreamedTable, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null,
+  stage(xid: number, subXid: number | undefined, table: StreamedTable, op: StageOp, unchanged: readonly number[] | null,
     values: readonly (Buffer | null)[], fromUpdate = false): Promise<void> | undefined {
     const tx = this.transaction(xid);
     const { segment, index, part } = this.segmentFor(tx, table);

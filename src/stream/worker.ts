@@ -12,7 +12,7 @@
  */
 import type pg from 'pg';
 import { buildBatchTable } from '../apply/apply-table.ts';
-import { BatchWriter, type TruncateRefusal } from '../apply/batch-writer.ts';
+import { BatchWriter, type StageOp, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { loadParkedTables } from '../apply/parked.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
@@ -167,6 +167,11 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
     }
     if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
+    const merging = sync.tables.filter((t) => t.mode === 'mapped' && t.conflict.strategy === 'merge');
+    if (merging.length > 0) {
+      throw new SyncctlError('SPEC_INVALID', `${sync.file}: sync ${sync.name}, table(s) ${merging.map((t) => t.name).join(', ')}: conflict strategy 'merge' ` +
+        `is not supported by this version of syncctl yet (source-wins, target-wins, last-write-wins, fields and manual are)`);
+    }
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     await source.close();
     // A source table may feed several target tables: its routes, parents first.
@@ -618,7 +623,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every((r) => notPaused(r) && !r.brokenIn?.has(xid))) ? known
             : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
           if (rs.length === 0) break;
-          const stage = (r: Route, op: 'W' | 'D' | 'K', unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
+          const stage = (r: Route, op: StageOp, unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
             // A table still being copied: its changes are held until the copy is done.
             if (xid === undefined && r.state !== 'streaming') {
               return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: r.relation!.columns.map((c) => c.name), values });
@@ -635,7 +640,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
             // turned into an INSERT (the old row did not pass the filter, the new one does).
             const { values, unchanged } = fillUnchanged(m.newTuple, undefined);
             for (const r of rs) {
-              const p = stage(r, 'W', unchanged, values);
+              const p = stage(r, 'I', unchanged, values);
               if (p) await p;
             }
           } else if (m.tag === 'update') {

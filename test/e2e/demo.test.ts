@@ -11,6 +11,8 @@ test('syncctl demo runs scenario 1 end to end and stops cleanly', async () => {
   for (const step of ['insert a user and a membership', 'rename a user', 'deactivate a user', 'suspend a membership', 'delete a membership']) {
     expect(result.stdout).toMatch(new RegExp(`${step}.*: arrived in \\d+ ms`));
   }
+  // A local edit on the target meets a source change under the spec's rule, and leaves its conflict row.
+  expect(result.stdout).toContain('a local edit on the target (newer) meets a source rename (older): locally_modified under last-write-wins: kept, the target keeps "Grace B. Hopper"');
   expect(result.stdout).toContain('Stopped cleanly');
   // The README promises about 5 s on this machine; leave room for a busy CI machine.
   expect(Date.now() - started).toBeLessThan(60_000);

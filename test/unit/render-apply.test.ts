@@ -41,9 +41,9 @@ describe('renderApply', () => {
     });
     expect(accounts.direct?.updateFirst).toEqual({
       updateRows: `UPDATE "public"."accounts" AS t SET "name" = s."name" FROM (SELECT (id) AS "id", (upper(first_name)) AS "name" ` +
-        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" = 'W' AND coalesce((is_active AND email IS NOT NULL), false)) AS s WHERE t."id" = s."id"`,
+        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" IN ('W', 'I') AND coalesce((is_active AND email IS NOT NULL), false)) AS s WHERE t."id" = s."id"`,
       insertMissing: `INSERT INTO "public"."accounts" AS t ("id", "name") SELECT s."id", s."name" FROM (SELECT (id) AS "id", (upper(first_name)) AS "name" ` +
-        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" = 'W' AND coalesce((is_active AND email IS NOT NULL), false)) AS s ` +
+        `FROM pg_temp."syncctl_stage_16400_1" WHERE "syncctl$op" IN ('W', 'I') AND coalesce((is_active AND email IS NOT NULL), false)) AS s ` +
         `WHERE NOT EXISTS (SELECT 1 FROM "public"."accounts" AS t WHERE t."id" = s."id") ON CONFLICT ("id") DO UPDATE SET "name" = excluded."name"`,
     });
     // Only key columns: nothing to update.
@@ -53,7 +53,7 @@ describe('renderApply', () => {
   test('a table whose columns are all key columns upserts with DO NOTHING', () => {
     const s = renderApply({ ...users, key: ['email'], columns: [users.columns[0]!], tracked: false });
     expect(s.upsertRows).toMatch(/ON CONFLICT \("email"\) DO NOTHING$/);
-    expect(s.forgetLocalChanges).toBeUndefined();
+    expect(s.checkLocalChanges).toBeUndefined();
     expect(s.updateToasted).toBe('SELECT 1 WHERE false');
   });
 

@@ -45,7 +45,8 @@ describe('renderSourceOrder', () => {
     expect(sql).toContain(`AND key = jsonb_build_object('id', syncctl$n."id") AND id < syncctl$c.conflict;`);
     expect(sql).toContain(`UPDATE syncctl.sync_conflicts SET outcome = 'retried', resolved_by = 'alice', resolved_at = clock_timestamp() WHERE id = syncctl$c.conflict;`);
     expect(sql).toContain(`UPDATE syncctl.sync_conflicts SET reason = SQLERRM, sqlstate = SQLSTATE WHERE id = syncctl$c.conflict;`);
-    expect(sql).not.toContain('INSERT INTO syncctl.sync_conflicts');
+    // Nothing new is parked: a change that fails again only updates its own row.
+    expect(sql).not.toContain(`'apply_error', syncctl$key`);
   });
 
   test('careful: each change in its own subtransaction; only a row fault is parked, anything else re-raised', () => {
