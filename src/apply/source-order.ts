@@ -61,6 +61,8 @@ export const PARKED_SETTING = 'syncctl.parked_tables';
 export interface RetryMode {
   /** Recorded as resolved_by of what applies. */
   readonly by: string;
+  /** The outcome of what applies: `retried` (an apply_error applied again) or `resolved` (a pending conflict decided). */
+  readonly outcome?: 'retried' | 'resolved';
 }
 
 // plpgsql variables, named so that no source or target column can be taken for them.
@@ -197,7 +199,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     `AND key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, ${rec}.${quoteIdent(k)}`).join(', ')})${retry ? ` AND id < ${C}.conflict` : ''};`;
   const applied = (recs: string) => `IF ${OK} THEN\n` +
     `IF ${parkedVar(index)} THEN\n${recs}\nEND IF;\n` +
-    (retry ? `UPDATE syncctl.sync_conflicts SET outcome = 'retried', resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
+    (retry ? `UPDATE syncctl.sync_conflicts SET outcome = ${quoteLiteral(retry.outcome ?? 'retried')}, resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
     'END IF;';
 
   // A write with unchanged TOAST columns: `where` finds the row to keep their values from.
@@ -289,7 +291,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     `IF ${WIN} = 'incoming' THEN\n${apply}\n${OUTCOME} := 'applied';\n` +
     (isDelete ? '' : `ELSIF ${WIN} = 'merge' THEN\n${merged}\n${OUTCOME} := 'merged';\n`) +
     `ELSE\n${OUTCOME} := CASE WHEN ${WIN} = 'pending' THEN 'pending' ELSE 'kept' END;\n${OK} := false;\n` +
-    (retry ? `UPDATE syncctl.sync_conflicts SET outcome = 'retried', resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
+    (retry ? `UPDATE syncctl.sync_conflicts SET outcome = ${quoteLiteral(retry.outcome ?? 'retried')}, resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
     `END IF;\n${afterApply}\n` +
     // Applied but parked on the way (an unchanged TOAST value it cannot keep): the park is the record.
     `IF ${OUTCOME} <> 'applied' OR ${OK} THEN\n${log(isDelete)}\nEND IF;`;

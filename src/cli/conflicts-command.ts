@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { retryConflicts, type RetryResult } from '../conflicts/retry-parked.ts';
+import { resolveConflicts, retryConflicts, type ResolveResult, type RetryResult } from '../conflicts/retry-parked.ts';
 import { ConflictStore, type ConflictRow } from '../conflicts/store.ts';
 import { SyncctlError } from '../errors.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
@@ -64,7 +64,36 @@ export function conflictsCommand(yargs: Argv) {
       print(`${sum('retried')} applied, ${sum('failed')} still failing (pending, with the new error), ${sum('superseded')} superseded by a later change retried with them` +
         (sum('skipped') > 0 ? `, ${sum('skipped')} not retryable (parked without the change, or the table left the spec)` : ''));
     })
-    .demandCommand(1, 'name a subcommand: list, show or retry'));
+    .command('resolve [ids..]', 'Decide pending conflicts (a manual table\'s): apply the incoming change or keep the target row; the changes of that key queued behind it follow', (c) => filters(c, 'option')
+      .positional('ids', { type: 'number', array: true, describe: 'conflict ids; without them, every pending conflict the filters select' })
+      .option('use', { choices: ['incoming', 'current'] as const, demandOption: true, describe: 'incoming: apply the source\'s change; current: keep the target row' })
+      .option('yes', { type: 'boolean', default: false, describe: 'do not ask for confirmation' })
+      .option('by', { type: 'string', describe: 'recorded as resolved_by (default: $USER)' }),
+    async (argv) => {
+      const syncs = await selectSyncs(argv.specs, argv.sync);
+      if (argv.kind === 'apply_error') throw new SyncctlError('SPEC_INVALID', 'parked apply_errors are applied again with conflicts retry, not resolved');
+      const given = (argv.ids ?? []).map(Number);
+      // Selected by filters: the pending conflicts (not apply_errors) they match, with a count and a confirmation.
+      const selected = await withStores(syncs, async (store, names) => (await store.list({ syncs: names, table: argv.table, kind: argv.kind, status: 'pending',
+        ...(given.length > 0 ? { ids: given } : {}), limit: 100_000 })).filter((r) => r.kind !== 'apply_error'));
+      if (selected.length === 0) {
+        print('nothing to resolve');
+        return;
+      }
+      if (given.length === 0 && !argv.yes && !(await askYes(`Resolve ${selected.length} pending conflict(s) with --use ${argv.use}?`))) {
+        throw new SyncctlError('CONFIRMATION_REQUIRED', `${selected.length} pending conflict(s) selected: pass --yes to resolve them without a terminal to confirm on`);
+      }
+      const by = argv.by ?? process.env['USER'] ?? 'syncctl conflicts resolve';
+      const results: ResolveResult[] = [];
+      for (const sync of syncs) {
+        const ids = selected.filter((r) => r.sync === sync.name).map((r) => r.id);
+        if (ids.length > 0) results.push(await resolveConflicts(sync, ids, argv.use, by));
+      }
+      const sum = (k: keyof ResolveResult) => results.reduce((a, r) => a + r[k], 0);
+      print(`${sum('resolved')} resolved (${argv.use === 'incoming' ? 'the incoming change applied' : 'the target row kept'}), ` +
+        `${sum('replayed')} queued change(s) behind them applied` + (sum('failed') > 0 ? `, ${sum('failed')} failed and stay pending` : ''));
+    })
+    .demandCommand(1, 'name a subcommand: list, show, retry or resolve'));
 }
 
 /** `specs` is list's positional, and an option where ids are the positionals. */

@@ -14,12 +14,13 @@
 import type pg from 'pg';
 import { buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
 import { connect } from '../db/connect.ts';
+import { SyncctlError } from '../errors.ts';
 import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
-import { quoteIdent, quoteLiteral } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { SEQ, UNCHANGED, renderApply, stageTableName } from '../apply/render-apply.ts';
-import { CONFLICT_ID, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable } from '../apply/source-order.ts';
+import { CONFLICT_ID, renderSourceOrder, ROW_FAULT_SQLSTATE, type RetryMode, type SourceOrderTable } from '../apply/source-order.ts';
 
 export interface RetryFilter {
   /** These sync_conflicts ids only. */
@@ -59,24 +60,35 @@ export interface RetryTable {
 export async function retryParked(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>, filter: RetryFilter,
   options: { by: string; skipLocked?: boolean }): Promise<RetryResult> {
   const { rows } = await client.query<{ id: string; table_name: string; change: StoredChange | null }>(
-    `SELECT id::text AS id, table_name, change FROM syncctl.sync_conflicts
-      WHERE sync_name = $1 AND kind = 'apply_error' AND outcome = 'pending'
-        AND ($2::bigint[] IS NULL OR id = ANY ($2)) AND ($3::text[] IS NULL OR table_name = ANY ($3)) AND ($4::text IS NULL OR sqlstate = $4)
-      ORDER BY id FOR UPDATE${options.skipLocked ? ' SKIP LOCKED' : ''}`,
+    `SELECT s.id::text AS id, s.table_name, s.change FROM syncctl.sync_conflicts AS s
+      WHERE s.sync_name = $1 AND s.kind = 'apply_error' AND s.outcome = 'pending'
+        AND ($2::bigint[] IS NULL OR s.id = ANY ($2)) AND ($3::text[] IS NULL OR s.table_name = ANY ($3)) AND ($4::text IS NULL OR s.sqlstate = $4)
+      ORDER BY s.id FOR UPDATE${options.skipLocked ? ' SKIP LOCKED' : ''}`,
     [syncName, filter.ids ?? null, filter.tables ?? null, filter.sqlstate ?? null]);
   const retryable = rows.filter((r) => r.change !== null && tables.has(r.table_name));
   const skipped = rows.length - retryable.length;
   if (retryable.length === 0) return { retried: 0, failed: 0, superseded: 0, skipped };
 
+  await replay(client, syncName, tables, retryable, { by: options.by });
+  const outcomes = await client.query<{ outcome: string; n: number }>(
+    `SELECT outcome, count(*)::int AS n FROM syncctl.sync_conflicts WHERE id = ANY ($1::bigint[]) GROUP BY outcome`, [retryable.map((r) => r.id)]);
+  const count = (outcome: string) => outcomes.rows.find((o) => o.outcome === outcome)?.n ?? 0;
+  return { retried: count('retried'), failed: count('pending'), superseded: count('resolved'), skipped };
+}
+
+/** Stored changes (oldest first) applied in one source-order block in retry mode; each marks its own sync_conflicts row. */
+async function replay(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>,
+  rows: readonly { id: string; table_name: string; change: StoredChange | null }[], mode: RetryMode): Promise<void> {
+  if (rows.length === 0) return;
   // One stage per table, in the order the rows were parked; sequence numbers across all of them.
-  const names = [...new Set(retryable.map((r) => r.table_name))];
+  const names = [...new Set(rows.map((r) => r.table_name))];
   const shape = (name: string, asText: boolean): SourceOrderTable => {
     const t = tables.get(name)!;
     return buildBatchTable(`retry_${names.indexOf(name)}`, t.resolved, publishedColumns(t.resolved), t.order, { asText });
   };
   const staged = new Map<string, Record<string, unknown>[]>(names.map((n) => [n, []]));
   let seq = 0;
-  for (const r of retryable) {
+  for (const r of rows) {
     const columns = shape(r.table_name, false).apply.staged.map((c) => c.name);
     for (const row of r.change!.rows) {
       staged.get(r.table_name)!.push({ ...row, [SEQ]: ++seq, [UNCHANGED]: remapUnchanged(row[UNCHANGED], r.change!.columns, columns), [CONFLICT_ID]: Number(r.id) });
@@ -85,12 +97,75 @@ export async function retryParked(client: pg.Client, syncName: string, tables: R
   const used: SourceOrderTable[] = [];
   // On an error the caller rolls the transaction back, and the stages, created in it, go with it.
   for (const name of names) used.push(await stage(client, shape, name, staged.get(name)!));
-  await client.query(renderSourceOrder(syncName, used, [], true, { by: options.by }));
+  await client.query(renderSourceOrder(syncName, used, [], true, mode));
   await client.query(`DROP TABLE ${used.map((t) => stageTableName(t.apply)).join(', ')}`);
-  const outcomes = await client.query<{ outcome: string; n: number }>(
-    `SELECT outcome, count(*)::int AS n FROM syncctl.sync_conflicts WHERE id = ANY ($1::bigint[]) GROUP BY outcome`, [retryable.map((r) => r.id)]);
-  const count = (outcome: string) => outcomes.rows.find((o) => o.outcome === outcome)?.n ?? 0;
-  return { retried: count('retried'), failed: count('pending'), superseded: count('resolved'), skipped };
+}
+
+export type Decision = 'incoming' | 'current';
+
+export interface ResolveResult {
+  /** Decided: the incoming change applied, or the target row kept. */
+  readonly resolved: number;
+  /** Later changes of the same keys that had queued behind them, applied now. */
+  readonly replayed: number;
+  /** Of those, the ones that failed: parked as apply_error. */
+  readonly failed: number;
+}
+
+/**
+ * Decides pending conflicts (a `manual` table's): `incoming` applies the parked change, `current`
+ * keeps the target row. Either way the local change is forgotten (the row is syncctl's again) and
+ * the changes of that key that queued behind it are applied after it, in order. The target row
+ * is locked first: a change of that key the worker applies meanwhile waits, and lands after.
+ */
+export async function resolvePending(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>, ids: readonly number[],
+  decision: Decision, by: string): Promise<ResolveResult> {
+  const { rows } = await client.query<{ id: string; table_name: string; key: Record<string, unknown>; change: StoredChange | null }>(
+    `SELECT s.id::text AS id, s.table_name, s.key, s.change FROM syncctl.sync_conflicts AS s
+      WHERE s.sync_name = $1 AND s.id = ANY ($2::bigint[]) AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id FOR UPDATE`, [syncName, ids]);
+  let resolved = 0;
+  let replayed = 0;
+  let failed = 0;
+  const done = new Set<string>();
+  for (const r of rows) {
+    if (done.has(r.id)) continue;
+    const t = tables.get(r.table_name);
+    if (t === undefined) continue;
+    // A conflict queued behind an older pending one of its key waits for that one's decision.
+    const older = (await client.query<{ id: string }>(
+      `SELECT s.id::text AS id FROM syncctl.sync_conflicts AS s WHERE s.sync_name = $1 AND s.table_name = $2 AND s.key = $3::jsonb AND s.id < $4
+         AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id LIMIT 1`, [syncName, r.table_name, r.key, r.id])).rows[0];
+    if (older !== undefined) {
+      throw new SyncctlError('SPEC_INVALID', `${syncName}.${r.table_name}: conflict ${r.id} is queued behind conflict ${older.id} of the same key ` +
+        `${JSON.stringify(r.key)}: resolve ${older.id} first (its decision applies the changes queued behind it)`);
+    }
+    const target = quoteQualified(t.resolved.table.target);
+    const match = Object.keys(r.key).map((k) => `t.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' AND ');
+    await client.query(`SELECT 1 FROM ${target} AS t, jsonb_populate_record(NULL::${target}, $1::jsonb) AS k WHERE ${match} FOR UPDATE OF t`, [r.key]);
+    // The same key's later pending changes: they queued behind this one.
+    const queue = (await client.query<{ id: string; table_name: string; change: StoredChange | null }>(
+      `SELECT s.id::text AS id, s.table_name, s.change FROM syncctl.sync_conflicts AS s
+        WHERE s.sync_name = $1 AND s.table_name = $2 AND s.key = $3::jsonb AND s.id > $4 AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id FOR UPDATE`,
+      [syncName, r.table_name, r.key, r.id])).rows;
+    await client.query(`DELETE FROM syncctl.local_changes AS c USING jsonb_populate_record(NULL::${target}, $1::jsonb) AS k
+      WHERE c.target_table = $2 AND c.key = jsonb_build_object(${Object.keys(r.key).map((k) => `${quoteLiteral(k)}, k.${quoteIdent(k)}`).join(', ')})`,
+    [r.key, `${t.resolved.table.target.schema}.${t.resolved.table.target.name}`]);
+    if (decision === 'current') {
+      await client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = $2, resolved_at = clock_timestamp(),
+        reason = coalesce(reason || '; ', '') || 'decided: the target row kept' WHERE id = $1`, [r.id, by]);
+    }
+    const apply = [...(decision === 'incoming' ? [r] : []), ...queue].filter((c) => c.change !== null);
+    await replay(client, syncName, tables, apply, { by, outcome: 'resolved' });
+    const outcomes = (await client.query<{ id: string; outcome: string; kind: string }>(
+      `SELECT id::text AS id, outcome, kind FROM syncctl.sync_conflicts WHERE id = ANY ($1::bigint[])`, [[r.id, ...queue.map((q) => q.id)]])).rows;
+    resolved += outcomes.some((o) => o.id === r.id && o.outcome === 'resolved') ? 1 : 0;
+    for (const q of queue) {
+      done.add(q.id);
+      if (outcomes.find((o) => o.id === q.id)?.outcome === 'resolved') replayed++;
+      else failed++;
+    }
+  }
+  return { resolved, replayed, failed };
 }
 
 /**
@@ -131,7 +206,17 @@ function remapUnchanged(value: unknown, columns: readonly string[], now: readonl
  * publishes it now. Safe while the worker runs: both lock the pending rows they act on, so a
  * change is never applied after a later change of its key (see retryParked).
  */
-export async function retryConflicts(sync: LoadedSync, filter: RetryFilter, by: string): Promise<RetryResult> {
+export function retryConflicts(sync: LoadedSync, filter: RetryFilter, by: string): Promise<RetryResult> {
+  return inTransaction(sync, (client, tables) => retryParked(client, sync.name, tables, filter, { by }));
+}
+
+/** `syncctl conflicts resolve`: pending conflicts decided in one target transaction (see resolvePending). */
+export function resolveConflicts(sync: LoadedSync, ids: readonly number[], decision: Decision, by: string): Promise<ResolveResult> {
+  return inTransaction(sync, (client, tables) => resolvePending(client, sync.name, tables, ids, decision, by));
+}
+
+/** The sync's tables as the catalogs say now, and one target transaction as the worker's writer. */
+async function inTransaction<R>(sync: LoadedSync, work: (client: pg.Client, tables: ReadonlyMap<string, RetryTable>) => Promise<R>): Promise<R> {
   const source = await connect('source', sync.sourceUrl, 'syncctl conflicts');
   try {
     const target = await connect('target', sync.targetUrl, 'syncctl conflicts');
@@ -140,7 +225,7 @@ export async function retryConflicts(sync: LoadedSync, filter: RetryFilter, by: 
       const tables = new Map<string, RetryTable>([...plan.tables.values()].filter((r) => r.table.mode === 'mapped').map((r) => [r.table.name, { resolved: r, order: 0 }]));
       await target.client.query(`BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`);
       try {
-        const result = await retryParked(target.client, sync.name, tables, filter, { by });
+        const result = await work(target.client, tables);
         await target.client.query('COMMIT');
         return result;
       } catch (error) {

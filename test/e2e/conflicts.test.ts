@@ -4,11 +4,12 @@
  * by the target, manual). A person writes the target tables, then the source changes the same
  * rows: every kind (locally_modified, insert_exists, update_missing, delete_missing) meets every
  * rule, and each leaves the target row the rule says and one sync_conflicts row (kind, incoming,
- * current, result, outcome, source position). Rows nobody wrote locally log nothing.
+ * current, result, outcome, source position). Rows nobody wrote locally log nothing. Pending
+ * conflicts of the manual table are decided with `syncctl conflicts resolve`.
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { LoadedSync } from '../../src/spec/loaded-sync.ts';
-import { rows, syncSpec, useSpecDir, waitFor } from '../support/cli.ts';
+import { rows, runSyncctl, syncSpec, useSpecDir, waitFor } from '../support/cli.ts';
 import { apply, loadSync, startWorker, type InProcessWorker } from '../support/stream.ts';
 import { useTestDatabases } from '../support/test-databases.ts';
 
@@ -134,4 +135,35 @@ test('no local writes, no conflicts: a run of source changes logs nothing', asyn
   await waitFor('the bulk change applied', async () => (await row('tw', 200)) !== undefined && (await row('lww', 7)) === undefined);
   expect((await rows(dbs().target, `SELECT count(*)::int AS n FROM syncctl.sync_conflicts`))[0]!['n']).toBe(before);
   for (const t of TABLES) expect((await row(t, 8))?.status).toBe('bulk');
+});
+
+test('conflicts resolve: incoming applies the parked change and then the ones queued behind it; current keeps the row; the key streams again', async () => {
+  const env = { SRC_URL: dbs().sourceUrl, DST_URL: dbs().targetUrl };
+  const dir = sync.file;
+  const pendingOf = async (id: number) => (await rows<{ id: string; outcome: string }>(dbs().target,
+    `SELECT s.id::text, s.outcome FROM syncctl.sync_conflicts AS s WHERE s.table_name = 'm_manual' AND s.key = jsonb_build_object('id', $1::int) ORDER BY s.id`, [id]));
+  // Row 1 of m_manual: two changes pending ('src', then 'src again'). Deciding the first applies both, in order.
+  const [first, second] = await pendingOf(1);
+  // The second waits for the first's decision.
+  const early = await runSyncctl(['conflicts', 'resolve', second!.id, '--use', 'incoming', '--specs', dir], env);
+  expect(early.status).toBe(2);
+  expect(early.stderr).toContain(`conflict ${second!.id} is queued behind conflict ${first!.id}`);
+  const resolved = await runSyncctl(['conflicts', 'resolve', first!.id, '--use', 'incoming', '--specs', dir, '--by', 'alice'], env);
+  expect(resolved.stderr).toBe('');
+  expect(resolved.stdout).toContain('1 resolved (the incoming change applied), 1 queued change(s) behind them applied');
+  expect(await row('manual', 1)).toEqual({ id: 1, email: 'm1@src', status: 'src again', updated_at: '2026-06-01' });
+  expect((await pendingOf(1)).map((c) => c.outcome)).toEqual(['resolved', 'resolved']);
+  // Row 100 (insert_exists): keep the target's row; the local change is forgotten, so the next source change applies plainly.
+  const hundred = (await pendingOf(100))[0]!;
+  expect((await runSyncctl(['conflicts', 'resolve', hundred.id, '--use', 'current', '--specs', dir], env)).stdout).toContain('1 resolved (the target row kept)');
+  expect(await row('manual', 100)).toEqual({ id: 100, email: 'local@tgt', status: 'local', updated_at: '2026-03-01' });
+  expect(await localEntries(1)).not.toContain('public.m_manual');
+  expect(await localEntries(100)).not.toContain('public.m_manual');
+  await dbs().source.query(`UPDATE members SET status = 'after' WHERE id IN (1, 100)`);
+  await waitFor('rows 1 and 100 streaming again', async () => (await row('manual', 1))?.status === 'after' && (await row('manual', 100))?.status === 'after');
+  expect((await pendingOf(1)).length + (await pendingOf(100)).length).toBe(3);
+  // Bulk without --yes and no terminal: refused.
+  const bulk = await runSyncctl(['conflicts', 'resolve', '--specs', dir, '--table', 'm_manual', '--use', 'current'], env);
+  expect(bulk.status).toBe(2);
+  expect(bulk.stderr).toContain('--yes');
 });

@@ -44,7 +44,7 @@ afterAll(async () => {
 });
 
 const conflicts = async () => rows<{ id: string; key: { id: number }; outcome: string; sqlstate: string | null; resolved_by: string | null }>(dbs().target,
-  `SELECT id::text, key, outcome, sqlstate, resolved_by FROM syncctl.sync_conflicts WHERE sync_name = 'retry' ORDER BY id`);
+  `SELECT s.id::text, s.key, s.outcome, s.sqlstate, s.resolved_by FROM syncctl.sync_conflicts AS s WHERE s.sync_name = 'retry' ORDER BY s.id`);
 
 test('a child parked for its missing parent is applied once the parent arrives; a later change of its key supersedes it', async () => {
   await dbs().source.query(`
