@@ -2,13 +2,11 @@
  * START_REPLICATION's COPY both mode on a pg connection, read frame by frame straight from the
  * connection's socket, only as fast as the caller takes frames.
  *
- * Bytes in flight: chunks are taken off the socket into a read-ahead queue of at most
- * `readAheadBytes` (plus one chunk) even while the caller is busy elsewhere (applying a batch),
- * so the walsender keeps sending instead of stalling on a full TCP window; past that, nothing is
- * read, the socket's own buffer (its highWaterMark) fills and TCP holds the walsender back. Add
- * the chunk being taken apart and one frame that straddles two chunks (assembled in a buffer of
- * its own size). Frames are views of their chunk: a caller that keeps a frame, or a slice of one,
- * keeps that chunk alive.
+ * Bytes in flight: nothing is read from the socket until every frame of the chunk in hand has
+ * been taken, so this process holds at most the socket's own buffer (its highWaterMark, 64 kB by
+ * default, plus one read), the chunk being taken apart, and one frame that straddles two chunks
+ * (assembled in a buffer of its own size). Past that, TCP holds the walsender back. Frames are
+ * views of the chunk: a caller that keeps a frame, or a slice of one, keeps that chunk alive.
  *
  * Protocol: the server answers START_REPLICATION with CopyBothResponse, then CopyData frames;
  * NoticeResponse, ParameterStatus and NotificationResponse may come between and are skipped.
@@ -26,8 +24,6 @@ const PARAMETER_STATUS = 0x53; // S
 const NOTIFICATION_RESPONSE = 0x41; // A
 const COPY_DONE = Buffer.from([0x63, 0, 0, 0, 4]);
 const EMPTY = Buffer.alloc(0);
-/** Default read-ahead: enough to cover a batch commit's round trips at full walsender speed. */
-const READ_AHEAD_BYTES = 8 * 1024 * 1024;
 
 /** What this needs of pg's Connection (not in its typings). */
 interface Connection {
@@ -43,11 +39,6 @@ export class CopyBoth implements pg.Submittable {
   /** The socket chunk being taken apart, and how far. */
   private chunk: Buffer = EMPTY;
   private pos = 0;
-  /** Chunks read off the socket ahead of the caller, oldest first, from `queueHead` on; their total size. */
-  private queue: Buffer[] = [];
-  private queueHead = 0;
-  private queued = 0;
-  private readonly readAheadBytes: number;
   /** A message header (code, length) split between two chunks, and how much of it arrived. */
   private readonly head = Buffer.alloc(5);
   private headFill = 0;
@@ -66,15 +57,11 @@ export class CopyBoth implements pg.Submittable {
   private failureValue: Error | undefined;
   /** Called on anything a waiting reader may care about: new data, the end, a failure. */
   private wake: (() => void) | undefined;
-  private readonly onReadable = () => {
-    this.fill();
-    this.notify();
-  };
+  private readonly onReadable = () => this.notify();
   private readonly onClose = () => this.finish(new Error('the replication connection closed'));
 
-  constructor(text: string, readAheadBytes = READ_AHEAD_BYTES) {
+  constructor(text: string) {
     this.text = text;
-    this.readAheadBytes = readAheadBytes;
   }
 
   /** The copy is over: pg has the connection back (the query ended or failed), or the socket closed. */
@@ -121,8 +108,8 @@ export class CopyBoth implements pg.Submittable {
       let chunk = this.chunk;
       let pos = this.pos;
       if (pos === chunk.length) {
-        const more = this.take();
-        if (more === undefined) {
+        const more = this.socket!.read() as Buffer | null;
+        if (more === null) {
           this.chunk = EMPTY;
           this.pos = 0;
           return false;
@@ -179,36 +166,6 @@ export class CopyBoth implements pg.Submittable {
     }
   }
 
-  /**
-   * Reads what the socket has into the queue, up to the read-ahead budget. Reading (socket.read())
-   * is what lets the socket ask the kernel for more: a queue kept below budget keeps bytes coming.
-   */
-  private fill(): void {
-    if (this.detached || this.socket === undefined) return;
-    while (this.queued < this.readAheadBytes) {
-      const more = this.socket.read() as Buffer | null;
-      if (more === null) return;
-      if (this.queueHead >= 64) {
-        this.queue = this.queue.slice(this.queueHead);
-        this.queueHead = 0;
-      }
-      this.queue.push(more);
-      this.queued += more.length;
-    }
-  }
-
-  /** The oldest chunk read ahead, or straight from the socket; undefined when nothing has arrived. */
-  private take(): Buffer | undefined {
-    if (this.queueHead === this.queue.length) this.fill();
-    if (this.queueHead === this.queue.length) return undefined;
-    const chunk = this.queue[this.queueHead]!;
-    this.queue[this.queueHead++] = EMPTY;
-    this.queued -= chunk.length;
-    // Room again: let the socket read on while this chunk is taken apart.
-    this.fill();
-    return chunk;
-  }
-
   private found(frame: Buffer, start: number, end: number): true {
     this.frame = frame;
     this.start = start;
@@ -219,7 +176,7 @@ export class CopyBoth implements pg.Submittable {
   /** Bytes are waiting to be taken apart: next() may return a frame without waiting. */
   buffered(): boolean {
     if (this.detached) return false;
-    if (this.queued > 0 || this.socket!.readableLength > 0) return true;
+    if (this.socket!.readableLength > 0) return true;
     if (this.body !== undefined || this.headFill > 0) return false;
     const left = this.chunk.length - this.pos;
     return left >= 5 && left - 5 >= this.chunk.readUInt32BE(this.pos + 1) - 4;
@@ -322,11 +279,6 @@ export class CopyBoth implements pg.Submittable {
 
   /** The copy ends here: pg parses `unread` (from the message that ended it on) and the rest of the socket. */
   private detach(unread: Buffer): void {
-    const ahead = this.queue.slice(this.queueHead);
-    if (ahead.length > 0) unread = Buffer.concat([unread, ...ahead]);
-    this.queue = [];
-    this.queueHead = 0;
-    this.queued = 0;
     this.detached = true;
     this.chunk = EMPTY;
     this.pos = 0;
