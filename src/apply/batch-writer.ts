@@ -16,7 +16,7 @@ import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '..
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
 import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
-import { noteParked, parkedTables } from './parked.ts';
+import { noteParked, parkedTables, resolveParkedSql } from './parked.ts';
 import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
 
 /** W: an UPDATE's new row; I: an INSERT's row; D: a deleted row's key; K: an UPDATE's old row (its W follows). */
@@ -608,11 +608,8 @@ export class BatchWriter {
       if (done.length === 0) return;
       await this.client.query(`DELETE FROM syncctl.local_changes WHERE target_table = ANY($1::text[])`, [done.map((t) => `${t.schema}.${t.name}`)]);
       if (this.parked.size > 0) {
-        await this.client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = clock_timestamp(),
-            reason = coalesce(reason || '; ', '') || 'superseded: the source truncated the table'
-          WHERE sync_name = $1 AND outcome = 'pending' AND kind = 'apply_error'
-            AND table_name IN (SELECT table_name FROM syncctl.sync_tables WHERE sync_name = $1 AND target_table = ANY ($2::text[]))`,
-        [this.syncName, done.map(quoteQualified)]);
+        await this.client.query(resolveParkedSql(`c.table_name IN (SELECT table_name FROM syncctl.sync_tables WHERE sync_name = $1 AND target_table = ANY ($2::text[]))`,
+          'the source truncated the table'), [this.syncName, done.map(quoteQualified)]);
       }
     };
     try {

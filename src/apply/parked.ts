@@ -41,3 +41,14 @@ export async function loadParkedTables(client: pg.Client, syncName: string): Pro
   for (const r of rows) set.add(r.table_name);
   return set;
 }
+
+/**
+ * Resolves the sync's pending apply errors of whole tables at once, when what the table holds
+ * no longer depends on them (the source emptied it, or it was copied again): `$1` the sync name,
+ * `tables` a condition on `c.table_name` (and `c.source_lsn`) with more parameters from `$2`.
+ */
+export function resolveParkedSql(tables: string, reason: string): string {
+  return `UPDATE syncctl.sync_conflicts AS c SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = clock_timestamp(),
+      reason = coalesce(c.reason || '; ', '') || 'superseded: ${reason}'
+    WHERE c.sync_name = $1 AND c.outcome = 'pending' AND c.kind = 'apply_error' AND ${tables}`;
+}

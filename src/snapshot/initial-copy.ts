@@ -16,6 +16,7 @@ import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
 import { BatchWriter } from '../apply/batch-writer.ts';
+import { resolveParkedSql } from '../apply/parked.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
 import { connect, type Connection } from '../db/connect.ts';
@@ -187,11 +188,8 @@ async function copyTable(
     try {
       pruned = await pruneRecopy(sync.name, resolved, target, () => snapshotSession(sync, snapshot, path.settings));
       // Changes parked before the snapshot are in the copy (or were undone by the source since): moot.
-      await target.query(`UPDATE syncctl.sync_conflicts AS c SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = now(),
-          reason = coalesce(c.reason || '; ', '') || 'superseded: the table was copied again'
-         FROM syncctl.sync_tables AS t
-        WHERE c.sync_name = $1 AND c.table_name = $2 AND c.outcome = 'pending' AND c.kind = 'apply_error'
-          AND t.sync_name = c.sync_name AND t.table_name = c.table_name AND c.source_lsn < t.snapshot_lsn`, [sync.name, table.name]);
+      await target.query(resolveParkedSql(`c.table_name = $2 AND c.source_lsn < (SELECT t.snapshot_lsn FROM syncctl.sync_tables AS t ` +
+        `WHERE t.sync_name = $1 AND t.table_name = $2)`, 'the table was copied again'), [sync.name, table.name]);
       await target.query(`UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
         [sync.name, table.name]);
       await target.query('COMMIT');

@@ -214,7 +214,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     await primary.prepare();
     await secondary.prepare();
     const parkedRetry = new ParkedRetry(sync.name, await loadParkedTables(target.client, sync.name), logger);
-    const retryParked = (client: pg.Client) => parkedRetry.run(client, allRoutes().filter((r) => r.state === 'streaming')
+    const retryForeignKeys = (client: pg.Client) => parkedRetry.run(client, allRoutes().filter((r) => r.state === 'streaming')
       .map((r) => ({ resolved: r.resolved, order: r.order })));
     const writers = [primary, secondary];
     // Every commit checks that the sync has no mapped table these routes lack (see sql/4_expect-tables.sql).
@@ -282,7 +282,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       const w = writer;
       await checkPaused(w);
       const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged };
-      const retry = parkedRetry.due() ? retryParked : undefined;
+      const retry = parkedRetry.due() ? retryForeignKeys : undefined;
       if (retry) parkedRetry.claim();
       staged = 0;
       transactions = 0;
