@@ -125,6 +125,7 @@ describe('apply', () => {
       { id: 4, name: 'expect-tables' },
       { id: 5, name: 'conflict-retry' },
       { id: 6, name: 'conflict-rules' },
+      { id: 7, name: 'leader-and-counts' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
     expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
