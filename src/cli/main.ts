@@ -11,6 +11,7 @@ import { planCommand } from './plan-command.ts';
 import { runCommand } from './run-command.ts';
 import { demoCommand } from './demo-command.ts';
 import { conflictsCommand } from './conflicts-command.ts';
+import { statusCommand } from './status-command.ts';
 
 export async function main(args: string[]): Promise<number> {
   const cli = yargs(args)
@@ -38,6 +39,7 @@ export async function main(args: string[]): Promise<number> {
   runCommand(cli);
   demoCommand(cli);
   conflictsCommand(cli);
+  statusCommand(cli);
   try {
     await cli.parseAsync();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
