@@ -1,8 +1,8 @@
 /**
  * `syncctl demo`: the main job on an embedded default. Two local Postgres servers (source and
  * target), the scenario-1 schema of PRODUCT.md with seed data, plan and apply (with the initial
- * copy), the worker streaming, live inserts, updates and deletes seen arriving, a short status,
- * and a clean stop (or, with keep, left running with the connection strings printed).
+ * copy), the worker streaming, live inserts, updates and deletes seen arriving, `syncctl status`
+ * with row counts, and a clean stop (or, with keep, left running with the connection strings printed).
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,8 @@ import type { Logger } from '../observe/logger.ts';
 import { applyAll } from '../plan/reconcile.ts';
 import { renderPlanText } from '../plan/render-plan.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
+import { collectStatus } from '../status/collect-status.ts';
+import { renderStatusText } from '../status/render-status.ts';
 import { runWorker } from '../stream/worker.ts';
 
 const SPECS = fileURLToPath(new URL('../../specs/laas_to_orgs.sync.ts', import.meta.url));
@@ -98,7 +100,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     } finally {
       await src.end();
     }
-    print(`\nStatus: ${committed} change(s) streamed; target holds ${await counts(target.url())}`);
+    print(`\n${committed} change(s) streamed.`);
+    print('\n$ syncctl status specs/laas_to_orgs.sync.ts --counts');
+    print(renderStatusText(await collectStatus(syncs, { counts: true })));
     if (options.keep) {
       print('\nStill running (Ctrl-C stops). Connect with:');
       print(`  LAAS_DATABASE_URL=${source.url()}`);

@@ -13,6 +13,13 @@ test('syncctl demo runs scenario 1 end to end and stops cleanly', async () => {
   }
   // A local edit on the target meets a source change under the spec's rule, and leaves its conflict row.
   expect(result.stdout).toContain('a local edit on the target (newer) meets a source rename (older): locally_modified under last-write-wins: kept, the target keeps "Grace B. Hopper"');
+  // It ends with `syncctl status --counts` read while the worker streams: each table's source rows
+  // (after its row filter) equal its target rows.
+  expect(result.stdout).toContain('$ syncctl status specs/laas_to_orgs.sync.ts --counts');
+  expect(result.stdout).toMatch(/^laas_to_orgs: (healthy|degraded)\n {2}leader .*\n {2}last commit .*, committed .*\n {2}slot +syncctl_laas_to_orgs: active, /m);
+  const counted = [...result.stdout.matchAll(/^ {2}(\w+) +streaming +\d+ +(?:-|\S+ \S+) +0 +0 +(\d+) +(\d+) +-$/gm)].map((m) => [m[1], m[2], m[3]]);
+  expect(counted.map((c) => c[0])).toEqual(['institutes', 'users', 'memberships']);
+  for (const [, source, target] of counted) expect(source).toBe(target);
   expect(result.stdout).toContain('Stopped cleanly');
   // The README promises about 5 s on this machine; leave room for a busy CI machine.
   expect(Date.now() - started).toBeLessThan(60_000);
