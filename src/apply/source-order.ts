@@ -26,8 +26,14 @@
  * first: one that applies is `retried`, one that fails again stays pending with the new error.
  * The block records the tables it parked rows of in the transaction's setting
  * syncctl.parked_tables (comma-separated), for the writer's bookkeeping.
+ *
+ * Conflicts (careful, tracked tables): the rule decides the whole row (`incoming`, `current`,
+ * `pending`) or, for `fields` and `merge` when the change writes a row that exists, each column:
+ * the merged row is one UPDATE of the target row aliased `current`, FROM the row the incoming
+ * change would leave (`incoming`: the target row with the mapped columns written), so a merge
+ * column's SQL reads both exactly as plan typed it (plan/check-merge.ts).
  */
-import type { ConflictRule } from '../spec/schema.ts';
+import { MERGE_CURRENT, MERGE_INCOMING, type ConflictRule, type MergeOtherwiseRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, type ApplyTable } from './render-apply.ts';
 
@@ -80,6 +86,9 @@ const OK = 'syncctl$ok';
 const parkedVar = (i: number) => `syncctl$parked${i}`;
 /** Per tracked table: the target row a conflicting change meets, locked. */
 const currentVar = (i: number) => `syncctl$cr${i}`;
+/** Per table whose rule merges: the target row as the incoming change would leave it. */
+const incomingVar = (i: number) => `syncctl$in${i}`;
+const SOURCE_WINS = { strategy: 'source-wins' } as const;
 // A conflict: whether the target row exists, whether a local change was seen, its time, its kind, the rule's verdict, the outcome.
 const HAS = 'syncctl$has';
 const SEEN = 'syncctl$seen';
@@ -125,7 +134,8 @@ DECLARE
   ${KIND} text;
   ${WIN} text;
   ${OUTCOME} text;
-${tables.flatMap((t, i) => (t.apply.tracked && careful ? [`  ${currentVar(i)} ${quoteQualified(t.apply.target)}%ROWTYPE;`] : [])).join('\n')}
+${tables.flatMap((t, i) => (t.apply.tracked && careful ? [`  ${currentVar(i)} ${quoteQualified(t.apply.target)}%ROWTYPE;`,
+    ...(merges(t.conflict) ? [`  ${incomingVar(i)} ${quoteQualified(t.apply.target)}%ROWTYPE;`] : [])] : [])).join('\n')}
   ${TX} int := 1;
 ${tables.map((t, i) => `  ${parkedVar(i)} boolean := ${pending(t)};`).join('\n')}
   syncctl$seqs bigint[] := ${array(ordered.map((m) => m.fromSeq), 'bigint')};
@@ -252,32 +262,62 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     `SELECT c.changed_at INTO ${LCT} FROM syncctl.local_changes AS c WHERE ${localKeys(recs)} ORDER BY c.changed_at DESC LIMIT 1;\n${SEEN} := FOUND;\n` +
     `${KIND} := CASE WHEN NOT ${SEEN} THEN NULL WHEN ${C}.op = 'I' THEN CASE WHEN ${HAS} THEN 'insert_exists' END ` +
     `WHEN NOT ${HAS} THEN CASE WHEN ${C}.op = 'D' THEN 'delete_missing' ELSE 'update_missing' END ELSE 'locally_modified' END;`;
-  const rule = t.conflict ?? { strategy: 'source-wins' as const };
+  const rule = t.conflict ?? SOURCE_WINS;
+  // merge: the rule for what it does not list (and for changes that meet no row, or delete one).
+  const otherwise = rule.strategy === 'merge' ? (rule.otherwise ?? SOURCE_WINS) : rule;
   const byTime = `CASE WHEN syncctl$times[${TX}] IS NULL OR syncctl$times[${TX}] >= ${LCT} THEN 'incoming' ELSE 'current' END`;
-  const verdict = (isDelete: boolean): string => {
-    switch (rule.strategy) {
+  // Column by column only when there is a row to merge into and the incoming row stays in the
+  // target (a write the filter rejects removes the row: the whole-row rule decides, as for a delete).
+  const mergeable = `${HAS} AND ${N}.${quoteIdent(KEEP)}`;
+  const verdict = (r: MergeOtherwiseRule | { strategy: 'manual' }, isDelete: boolean): string => {
+    switch (r.strategy) {
       case 'source-wins': return `'incoming'`;
       case 'target-wins': return `'current'`;
       case 'manual': return `'pending'`;
       case 'last-write-wins': {
         if (isDelete) return byTime;
-        const c = quoteIdent(rule.column);
+        const c = quoteIdent(r.column);
         // Newer wins, a tie goes to the source; a delete, or a row gone, compares the times.
         return `CASE WHEN NOT ${HAS} THEN ${byTime} WHEN ${cr}.${c} IS NULL OR (${N}.${c} IS NOT NULL AND ${N}.${c} >= ${cr}.${c}) THEN 'incoming' ELSE 'current' END`;
       }
       case 'fields': {
-        const byDefault = rule.default === 'target' ? `'current'` : `'incoming'`;
-        return isDelete ? byDefault : `CASE WHEN ${HAS} THEN 'merge' ELSE ${byDefault} END`;
+        const byDefault = r.default === 'target' ? `'current'` : `'incoming'`;
+        return isDelete ? byDefault : `CASE WHEN ${mergeable} THEN 'merge' ELSE ${byDefault} END`;
       }
-      default:
-        throw new Error(`${syncName}.${t.tableName}: conflict strategy '${rule.strategy}' is not supported by this version`);
     }
   };
-  // fields: each column from its owner's row; the key moves with the source.
-  const owner = (c: string) => (rule.strategy === 'fields' ? (rule.owners[c] ?? rule.default) : 'source');
-  const mergedSets = [...table.key.map((k) => `${quoteIdent(k)} = ${col(k)}`),
-    ...nonKey.map((c) => `${quoteIdent(c.target)} = ${owner(c.target) === 'target' ? `t.${quoteIdent(c.target)}` : toastedValue(c)}`)];
-  const merged = `UPDATE ${target} AS t SET ${mergedSets.join(', ')} WHERE ${keyMatch(O)};`;
+  const ruleVerdict = (isDelete: boolean) => (rule.strategy !== 'merge' ? verdict(rule, isDelete)
+    : isDelete ? verdict(otherwise, true) : `CASE WHEN ${mergeable} THEN 'merge' ELSE ${verdict(otherwise, false)} END`);
+
+  // The merged row: each column from what the rule says, over `incoming` and `current`; the key moves with the source.
+  const incoming = (c: string) => `${MERGE_INCOMING}.${quoteIdent(c)}`;
+  const current = (c: string) => `${MERGE_CURRENT}.${quoteIdent(c)}`;
+  const chosen = (c: string): string => {
+    if (rule.strategy === 'merge' && Object.hasOwn(rule.columns, c)) return `(${rule.columns[c]!.text})`;
+    switch (otherwise.strategy) {
+      case 'target-wins': return current(c);
+      case 'fields': return (otherwise.owners[c] ?? otherwise.default) === 'target' ? current(c) : incoming(c);
+      case 'last-write-wins': {
+        const by = otherwise.column;
+        return `CASE WHEN ${current(by)} IS NULL OR (${incoming(by)} IS NOT NULL AND ${incoming(by)} >= ${current(by)}) THEN ${incoming(c)} ELSE ${current(c)} END`;
+      }
+      default: return incoming(c);
+    }
+  };
+  const inc = incomingVar(index);
+  // incoming: the target row as the change would leave it; a column computed only from unchanged TOAST values keeps its value.
+  const incomingRow = [`${inc} := ${cr};`, ...table.columns.map((c) => {
+    const reads = positionsOf(c.reads);
+    const value = reads.length === 0 || table.key.includes(c.target) ? col(c.target)
+      : `CASE WHEN ${unchangedHas(reads)} THEN ${cr}.${quoteIdent(c.target)} ELSE ${col(c.target)} END`;
+    return `${inc}.${quoteIdent(c.target)} := ${value};`;
+  })].join('\n');
+  const mergedSets = [...table.key.map((k) => `${quoteIdent(k)} = ${incoming(k)}`), ...nonKey.map((c) => `${quoteIdent(c.target)} = ${chosen(c.target)}`)];
+  const mergedUpdate = `UPDATE ${target} AS ${MERGE_CURRENT} SET ${mergedSets.join(', ')} FROM (SELECT (${inc}).*) AS ${MERGE_INCOMING} ` +
+    `WHERE ${table.key.map((k) => `${current(k)} = ${O}.${quoteIdent(k)}`).join(' AND ')};`;
+  // A column that reads a changed and an unchanged TOAST value cannot be computed: parked, as a plain write would be.
+  const merged = merges(rule) ? `${incomputable.length > 0 ? `IF ${incomputable.join(' OR ')} THEN\n${parkHere(reasonPartial)}\nELSE\n` : ''}` +
+    `${incomingRow}\n${mergedUpdate}${incomputable.length > 0 ? '\nEND IF;' : ''}` : '';
   const log = (isDelete: boolean) => `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
     `source_commit_time, strategy, outcome, change) VALUES (${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, ${KIND}, ` +
     `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, ${O}.${quoteIdent(k)}`).join(', ')}), ` +
@@ -287,14 +327,14 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
   // What the rule decided, applied: incoming as any change is (then its local change is
   // forgotten), merged, or nothing (the local change stays: the next change of the key meets it
   // too, which is how later changes queue behind a pending one).
-  const decide = (isDelete: boolean, apply: string, afterApply: string) => `${WIN} := ${verdict(isDelete)};\n` +
+  const decide = (isDelete: boolean, apply: string, afterApply: string) => `${WIN} := ${ruleVerdict(isDelete)};\n` +
     `IF ${WIN} = 'incoming' THEN\n${apply}\n${OUTCOME} := 'applied';\n` +
-    (isDelete ? '' : `ELSIF ${WIN} = 'merge' THEN\n${merged}\n${OUTCOME} := 'merged';\n`) +
+    (isDelete || !merges(rule) ? '' : `ELSIF ${WIN} = 'merge' THEN\n${merged}\n${OUTCOME} := 'merged';\n`) +
     `ELSE\n${OUTCOME} := CASE WHEN ${WIN} = 'pending' THEN 'pending' ELSE 'kept' END;\n${OK} := false;\n` +
     (retry ? `UPDATE syncctl.sync_conflicts SET outcome = ${quoteLiteral(retry.outcome ?? 'retried')}, resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
     `END IF;\n${afterApply}\n` +
-    // Applied but parked on the way (an unchanged TOAST value it cannot keep): the park is the record.
-    `IF ${OUTCOME} <> 'applied' OR ${OK} THEN\n${log(isDelete)}\nEND IF;`;
+    // Applied or merged but parked on the way (an unchanged TOAST value it cannot keep): the park is the record.
+    `IF ${OUTCOME} NOT IN ('applied', 'merged') OR ${OK} THEN\n${log(isDelete)}\nEND IF;`;
   const write = `SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} INTO ${N} ${byId(`${C}.id`)};\n` +
     `IF ${PK} IS NOT NULL THEN\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(PK)};\nELSE\nSELECT ${keyExpr.join(', ')} INTO ${O} ${byId(`${C}.id`)};\nEND IF;\n${K} := NULL;\n` +
     `IF ${PK} IS NOT NULL THEN\n${detect([O, N])}\nELSE\n${detect([O])}\nEND IF;\n` +
@@ -306,6 +346,11 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
   return `IF ${C}.op = 'K' THEN\n${K} := ${C}.id;\n` +
     `ELSIF ${C}.op = 'D' THEN\n${del}\n` +
     `ELSE\n${write}\nEND IF;`;
+}
+
+/** Rules that may write a row column by column. */
+function merges(rule: ConflictRule | undefined): boolean {
+  return rule?.strategy === 'fields' || rule?.strategy === 'merge';
 }
 
 /** The current change as staged (with the old row of its pair), for sync_conflicts.change. */

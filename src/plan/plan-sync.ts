@@ -15,6 +15,7 @@ import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
 import { formatQualifiedName, parseQualifiedName, type QualifiedName } from '../sql/quote.ts';
 import type { Change } from './change.ts';
 import { keyIndexProblem } from './check-key-index.ts';
+import { mergeProblems } from './check-merge.ts';
 import { monetaryProblems } from './check-monetary.ts';
 import { decideSharedSourceTable, type SourceTableDecision, type SourceTableReader } from './decide-source-table.ts';
 import { destroySync, diffSync, type SyncState } from './diff-sync.ts';
@@ -194,6 +195,9 @@ async function checkMappedTable(
   const keyProblem = keyIndexProblem(table.key, targetFacts, { upsert: true, neverNull });
   if (keyProblem) at('key', keyProblem);
   if (keyProblem || analysis.problems.length > 0) return undefined;
+  const merge = await mergeProblems(target, table);
+  for (const p of merge) at(p.path!, p.message);
+  if (merge.length > 0) return undefined;
   // Generated source columns are not in the stream (syncctl publishes stored columns only), nor
   // in the copy, which reads what the stream carries: a mapping cannot read them.
   const generated = new Set(sourceFacts.columns.filter((c) => c.generated).map((c) => c.name));

@@ -49,11 +49,22 @@ const fieldOwnership = z
     default: z.enum(['source', 'target']).default('source'),
   })
   .strict();
+/** The names a merge column's SQL reads its two rows by: the row the incoming change would leave, and the target row as it is. */
+export const MERGE_INCOMING = 'incoming';
+export const MERGE_CURRENT = 'current';
+
+/** The rules `merge` may leave its unlisted columns to: any rule that decides a row at once. */
+const mergeOtherwise = z.discriminatedUnion('strategy', [sourceWins, targetWins, lastWriteWins, fieldOwnership]);
 const merge = z
   .object({
     strategy: z.literal('merge'),
-    /** Per target column, SQL over `incoming` and `current` rows; unlisted columns take `incoming`. */
+    /**
+     * Per target column (never a key column), SQL over `incoming` (the target row as the incoming
+     * change would leave it) and `current` (the target row as it is), both of the target table's row type.
+     */
     columns: z.record(identifier, sqlFragment),
+    /** The rule for the columns not listed, and for a change that meets no target row or deletes one; source-wins when absent. */
+    otherwise: mergeOtherwise.optional(),
   })
   .strict();
 const manual = z.object({ strategy: z.literal('manual') }).strict();
@@ -108,3 +119,4 @@ export type SyncSpecInput = z.input<typeof syncSchema>;
 export type SyncSpec = z.output<typeof syncSchema>;
 export type TableSpec = z.output<typeof tableSchema>;
 export type ConflictRule = z.output<typeof conflictSchema>;
+export type MergeOtherwiseRule = z.output<typeof mergeOtherwise>;

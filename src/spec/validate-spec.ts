@@ -156,9 +156,20 @@ function checkTable(
       }
     }
     if (conflict.strategy === 'merge') {
+      const keys = new Set(table.key ?? []);
       for (const [column, fragment] of Object.entries(conflict.columns)) {
         if (!mapped.has(column)) problems.push(invalid(displayFile, at('conflict', 'columns', column), `column "${column}" is not mapped in columns`));
+        else if (keys.has(column)) problems.push(invalid(displayFile, at('conflict', 'columns', column), `column "${column}" is a key column: the key identifies the row on both sides and is never merged`));
         else if (fragment.text === '') problems.push(invalid(displayFile, at('conflict', 'columns', column), 'expected a non-empty SQL expression'));
+      }
+      const otherwise = conflict.otherwise;
+      if (otherwise?.strategy === 'last-write-wins' && !mapped.has(otherwise.column)) {
+        problems.push(invalid(displayFile, at('conflict', 'otherwise', 'column'), `last-write-wins column "${otherwise.column}" is not mapped in columns`));
+      }
+      if (otherwise?.strategy === 'fields') {
+        for (const column of Object.keys(otherwise.owners)) {
+          if (!mapped.has(column)) problems.push(invalid(displayFile, at('conflict', 'otherwise', 'owners', column), `column "${column}" is not mapped in columns`));
+        }
       }
     }
   }

@@ -2,6 +2,8 @@
 import { describe, expect, test } from 'vitest';
 import { renderApply, type ApplyTable } from '../../src/apply/render-apply.ts';
 import { renderSourceOrder } from '../../src/apply/source-order.ts';
+import type { ConflictRule } from '../../src/spec/schema.ts';
+import { sql } from '../../src/spec/sql-fragment.ts';
 
 const docs: ApplyTable = {
   id: 'docs_1',
@@ -77,5 +79,55 @@ describe('tables staged as text after a rejection', () => {
     expect(s.createStage).toContain('"id" text');
     const sql = renderSourceOrder('s', [{ ...table, apply: asText }], marks, true);
     expect(sql).toContain(`FROM (SELECT "syncctl$seq", "syncctl$op", "syncctl$unchanged", "id"::integer AS "id", "status", "body" FROM pg_temp."syncctl_stage_docs_1" WHERE ctid = syncctl$c.id) AS "syncctl$row"`);
+  });
+});
+
+describe('merge: a change meeting a row is written column by column', () => {
+  const licenses: ApplyTable = {
+    id: 'lic', target: { schema: 'public', name: 'licenses' }, key: ['id'],
+    columns: [
+      { target: 'id', expression: 'id', reads: ['id'] },
+      { target: 'email', expression: 'lower(email)', reads: ['email'] },
+      { target: 'status', expression: 'status', reads: ['status'] },
+      { target: 'updated_at', expression: 'updated_at', reads: ['updated_at'] },
+    ],
+    staged: [{ name: 'id', stagingType: 'integer' }, { name: 'email', stagingType: 'text' }, { name: 'status', stagingType: 'text' }, { name: 'updated_at', stagingType: 'timestamptz' }],
+    tracked: true, keyTypes: ['integer'], keySources: ['id'],
+  };
+  const activeWins = sql`CASE WHEN 'active' IN (incoming.status, current.status) THEN 'active' ELSE incoming.status END`;
+  const render = (conflict: ConflictRule) => renderSourceOrder('s', [{ apply: licenses, tableName: 'licenses', strategy: conflict.strategy, conflict, onError: 'park' }], marks, true);
+  /** The statements of the merge branch. */
+  const mergeBranch = (sql: string) => sql.slice(sql.indexOf(`ELSIF syncctl$win = 'merge' THEN`), sql.indexOf(`syncctl$outcome := 'merged';`));
+
+  test('the merged row: listed columns from their SQL, the rest from otherwise (last-write-wins), the key from the source', () => {
+    const sql = render({ strategy: 'merge', columns: { status: activeWins }, otherwise: { strategy: 'last-write-wins', column: 'updated_at' } });
+    expect(sql).toContain(`  syncctl$in0 "public"."licenses"%ROWTYPE;`);
+    expect(mergeBranch(sql)).toMatchSnapshot();
+    // Only a write meeting a row (that the filter keeps) is merged; otherwise decides the rest.
+    expect(sql).toContain(`syncctl$win := CASE WHEN syncctl$has AND syncctl$n."syncctl$keep" THEN 'merge' ELSE CASE WHEN NOT syncctl$has THEN CASE WHEN syncctl$times[syncctl$tx] IS NULL`);
+    // A delete is never merged: otherwise decides it (last-write-wins: the commit time against the local change's).
+    expect(sql).toContain(`syncctl$win := CASE WHEN syncctl$times[syncctl$tx] IS NULL OR syncctl$times[syncctl$tx] >= syncctl$lct THEN 'incoming' ELSE 'current' END;\nIF syncctl$win = 'incoming' THEN\nDELETE FROM`);
+    // Merged but parked on the way: the park is the record, no conflict row besides it.
+    expect(sql).toContain(`IF syncctl$outcome NOT IN ('applied', 'merged') OR syncctl$ok THEN\nINSERT INTO syncctl.sync_conflicts`);
+  });
+
+  test('otherwise: source-wins by default, target-wins, fields by owner', () => {
+    const sets = (sql: string) => /UPDATE "public"."licenses" AS current SET (.*) FROM /.exec(sql)![1];
+    expect(sets(render({ strategy: 'merge', columns: { status: activeWins } })))
+      .toBe(`"id" = incoming."id", "email" = incoming."email", "status" = (${activeWins.text}), "updated_at" = incoming."updated_at"`);
+    expect(render({ strategy: 'merge', columns: { status: activeWins } })).toContain(`syncctl$win := CASE WHEN syncctl$has AND syncctl$n."syncctl$keep" THEN 'merge' ELSE 'incoming' END;`);
+    expect(sets(render({ strategy: 'merge', columns: { status: activeWins }, otherwise: { strategy: 'target-wins' } })))
+      .toBe(`"id" = incoming."id", "email" = current."email", "status" = (${activeWins.text}), "updated_at" = current."updated_at"`);
+    expect(render({ strategy: 'merge', columns: { status: activeWins }, otherwise: { strategy: 'target-wins' } })).toContain(`ELSE 'current' END;`);
+    expect(sets(render({ strategy: 'merge', columns: { status: activeWins }, otherwise: { strategy: 'fields', owners: { email: 'target' }, default: 'source' } })))
+      .toBe(`"id" = incoming."id", "email" = current."email", "status" = (${activeWins.text}), "updated_at" = incoming."updated_at"`);
+    // fields alone takes the same path: each column from its owner's row.
+    expect(sets(render({ strategy: 'fields', owners: { email: 'target' }, default: 'source' })))
+      .toBe(`"id" = incoming."id", "email" = current."email", "status" = incoming."status", "updated_at" = incoming."updated_at"`);
+  });
+
+  test('rules that never merge declare no incoming row', () => {
+    expect(render({ strategy: 'last-write-wins', column: 'updated_at' })).not.toContain('syncctl$in0');
+    expect(render({ strategy: 'manual' })).not.toContain(`'merge'`);
   });
 });
