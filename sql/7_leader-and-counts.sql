@@ -24,3 +24,20 @@ $$;
 ALTER TABLE syncctl.sync_tables
   ADD COLUMN changes_applied bigint NOT NULL DEFAULT 0,
   ADD COLUMN last_applied_at timestamptz;
+
+-- Conflicts counted where they are recorded, whatever records them (the set form parking an
+-- incomputable TOAST value, the source-order block, a retry): each insert appends
+-- "table|kind|outcome" to a transaction-local setting, which the worker reads in its commit and
+-- emits as one event (the metrics' conflict counters). A rolled-back subtransaction takes its
+-- entries back with it, so only what commits is counted.
+CREATE FUNCTION syncctl.count_conflict() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('syncctl.conflicts_logged',
+    coalesce(current_setting('syncctl.conflicts_logged', true), '') || NEW.table_name || '|' || NEW.kind || '|' || NEW.outcome || E'\n', true);
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER count_conflict AFTER INSERT ON syncctl.sync_conflicts
+  FOR EACH ROW EXECUTE FUNCTION syncctl.count_conflict();

@@ -128,6 +128,30 @@ export interface TruncateRefusal {
 export interface CommitPosition {
   readonly lsn: string;
   readonly flushed: string;
+  /** Rows the commit added to sync_conflicts, counted by table, kind and outcome (see sql/7_leader-and-counts.sql). */
+  readonly conflicts: readonly ConflictCount[];
+}
+
+export interface ConflictCount {
+  readonly table: string;
+  readonly kind: string;
+  readonly outcome: string;
+  readonly count: number;
+}
+
+/** Changes of each spec table the commit applies (sync_tables.changes_applied). */
+export type AppliedCounts = ReadonlyMap<string, number>;
+
+const READ_CONFLICTS_LOGGED = `SELECT current_setting('syncctl.conflicts_logged', true) AS logged`;
+
+function conflictCounts(logged: string | null | undefined): ConflictCount[] {
+  if (!logged) return [];
+  const counts = new Map<string, number>();
+  for (const line of logged.split('\n')) if (line !== '') counts.set(line, (counts.get(line) ?? 0) + 1);
+  return [...counts].map(([line, count]) => {
+    const [table = '', kind = '', outcome = ''] = line.split('|');
+    return { table, kind, outcome, count };
+  });
 }
 
 
@@ -647,47 +671,56 @@ export class BatchWriter {
    * position in one transaction. Returns the target's WAL position after the commit (once the target has flushed
    * past it, the commit survives a crash of the target too) and its flush position then.
    */
-  async commit(checkpoint: { lsn: string; commitTime: string | null }, before?: (client: pg.Client) => Promise<unknown>): Promise<CommitPosition> {
+  async commit(checkpoint: { lsn: string; commitTime: string | null }, before?: (client: pg.Client) => Promise<unknown>,
+    applied: AppliedCounts = new Map()): Promise<CommitPosition> {
     await this.passBarrier();
     const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
     if (before === undefined && this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted) && this.provable(pending)) {
-      return this.commitSmall(pending, checkpoint);
+      return this.commitSmall(pending, checkpoint, applied);
     }
     await this.ensureBegun();
     await this.applyStaged(checkpoint);
     // Work of the caller's that belongs in this transaction, after its changes (parked changes retried).
     if (before !== undefined) await before(this.client);
-    return this.commitTail(checkpoint, []);
+    return this.commitTail(checkpoint, [], applied);
   }
 
-  /** The checkpoint and COMMIT, after `before`, as one simple query (values as literals: a simple query takes no parameters). */
-  private async commitTail(checkpoint: { lsn: string; commitTime: string | null }, before: readonly string[]): Promise<CommitPosition> {
+  /**
+   * The applied counts, the checkpoint and COMMIT, after `before`, as one simple query (values as
+   * literals: a simple query takes no parameters).
+   */
+  private async commitTail(checkpoint: { lsn: string; commitTime: string | null }, before: readonly string[], applied: AppliedCounts): Promise<CommitPosition> {
+    const counts = [...applied].filter(([, n]) => n > 0).map(([table, n]) => `(${quoteLiteral(table)}, ${n})`);
     const results = await this.client.query([...before, ...(this.guard ? [this.guard] : []),
+      ...(counts.length === 0 ? [] : [`UPDATE syncctl.sync_tables AS t SET changes_applied = t.changes_applied + v.n, last_applied_at = now()
+       FROM (VALUES ${counts.join(', ')}) AS v (table_name, n) WHERE t.sync_name = ${quoteLiteral(this.syncName)} AND t.table_name = v.table_name`]),
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
        ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now()`,
+      READ_CONFLICTS_LOGGED,
       'COMMIT',
-      'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult<CommitPosition>[];
+      'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult[];
     this.finish();
     await this.vacuumIfDue();
     await this.dropRetired();
-    return results[results.length - 1]!.rows[0]!;
+    const position = results[results.length - 1]!.rows[0] as { lsn: string; flushed: string };
+    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged) };
   }
 
   /**
    * A small batch in one round trip. When the target rejects something, the transaction goes
    * back to the savepoint taken after the rows were staged, and the batch is applied carefully.
    */
-  private async commitSmall(pending: readonly TableState[], checkpoint: { lsn: string; commitTime: string | null }): Promise<CommitPosition> {
+  private async commitSmall(pending: readonly TableState[], checkpoint: { lsn: string; commitTime: string | null }, applied: AppliedCounts): Promise<CommitPosition> {
     for (const state of pending) await this.ensureCreated(state);
     const statements = [BEGIN];
     for (const state of pending) statements.push(state.statements.insertValues + state.literals.join(','));
     if (pending.length > 0) statements.push('SAVEPOINT syncctl_batch', ...await this.asPrepared(this.batchStatements(pending, true)), 'RELEASE SAVEPOINT syncctl_batch');
     try {
-      return await this.commitTail(checkpoint, statements);
+      return await this.commitTail(checkpoint, statements, applied);
     } catch (error) {
-      // The guard's verdict does not depend on the rows: no second attempt.
-      if ((error as { code?: string }).code === 'SYTAB') {
+      // The guard's verdict (tables routed, leader fence) does not depend on the rows: no second attempt.
+      if (['SYTAB', 'SYLDR'].includes((error as { code?: string }).code ?? '')) {
         this.begun = true;
         await this.rollback();
         throw error;
@@ -703,7 +736,7 @@ export class BatchWriter {
         throw this.stagingError(error, pending);
       }
       await this.applyInSourceOrder(pending, checkpoint, true);
-      return this.commitTail(checkpoint, []);
+      return this.commitTail(checkpoint, [], applied);
     }
   }
 

@@ -1,7 +1,14 @@
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { Argv } from 'yargs';
 import { SyncctlError } from '../errors.ts';
+import { SyncEvents } from '../observe/events.ts';
 import { createLogger } from '../observe/logger.ts';
+import { SyncMetrics } from '../observe/metrics.ts';
+import { parseListenAddress, serveMetrics } from '../observe/metrics-server.ts';
+import { runMonitor } from '../observe/monitor.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
+import { runAsLeader } from '../stream/leader.ts';
 import { runWorker } from '../stream/worker.ts';
 
 export function runCommand(yargs: Argv) {
@@ -14,7 +21,11 @@ export function runCommand(yargs: Argv) {
       .option('batch-rows', { type: 'number', default: 50_000, describe: 'changes per target transaction at most (at a source commit)' })
       .option('batch-ms', { type: 'number', default: 5, describe: 'while caught up, how long a target transaction may wait for more source transactions' })
       .option('decoding-work-mem', { type: 'number', describe: 'kB (default 8192): logical_decoding_work_mem for the worker\'s walsender (lowered, never raised); a larger source transaction streams while it runs' })
+      .option('metrics-address', { type: 'string', describe: 'serve /metrics, /healthz and /readyz on host:port (e.g. 127.0.0.1:9187); also writes a heartbeat on the source' })
+      .option('heartbeat-interval', { type: 'number', default: 5, describe: 'seconds between heartbeats and samples of the slot and tables, with --metrics-address (0: sample without heartbeats)' })
       .check((argv) => {
+        const beat = argv['heartbeat-interval'];
+        if (!(beat >= 0)) return `--heartbeat-interval must be a number of seconds, 0 or more; got ${String(beat)}`;
         const kb = argv['decoding-work-mem'];
         return kb === undefined || (Number.isInteger(kb) && kb >= 64) ? true : `--decoding-work-mem must be a whole number of kB, at least 64 (Postgres's minimum); got ${String(kb)}`;
       })
@@ -30,15 +41,56 @@ export function runCommand(yargs: Argv) {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
-      await Promise.all(syncs.map((sync) => runWorker({
-        sync, logger: logger.child({ sync: sync.name }), signal: controller.signal, batchRows: argv['batch-rows'], batchMs: argv['batch-ms'],
-        decodingWorkMemKb: argv['decoding-work-mem'],
-        reload: async () => (await loadSpecs(argv.specs, process.env, { fresh: true })).find((s) => s.name === sync.name),
-      }).catch((error: unknown) => {
-        controller.abort();
-        throw error;
-      })));
+      const metrics = argv['metrics-address'] === undefined ? undefined : new SyncMetrics(packageVersion());
+      let server: Server | undefined;
+      if (metrics) {
+        const address = parseListenAddress(argv['metrics-address']!);
+        server = await serveMetrics(metrics, address);
+        logger.info({ address: `${address.host}:${address.port}` }, 'serving /metrics, /healthz and /readyz');
+      }
+      const beatMs = argv['heartbeat-interval'] * 1000;
+      try {
+        await Promise.all(syncs.map((sync) => {
+          const log = logger.child({ sync: sync.name });
+          const events = new SyncEvents(sync.name);
+          metrics?.observe(events);
+          // One leader per sync across processes; this one applies only while it leads.
+          return runAsLeader({
+            sync, logger: log, signal: controller.signal, events,
+            lead: async (epoch, lost) => {
+              const stopMonitor = new AbortController();
+              const monitor = metrics
+                ? runMonitor({ sync, events, logger: log, intervalMs: beatMs || 5_000, heartbeat: beatMs > 0 }, AbortSignal.any([lost, stopMonitor.signal]))
+                : undefined;
+              try {
+                await runWorker({
+                  sync, logger: log, signal: lost, batchRows: argv['batch-rows'], batchMs: argv['batch-ms'],
+                  decodingWorkMemKb: argv['decoding-work-mem'], events, leaderEpoch: epoch,
+                  reload: async () => (await loadSpecs(argv.specs, process.env, { fresh: true })).find((s) => s.name === sync.name),
+                });
+              } finally {
+                stopMonitor.abort();
+                await monitor;
+              }
+            },
+          }).catch((error: unknown) => {
+            controller.abort();
+            throw error;
+          });
+        }));
+      } finally {
+        await new Promise((resolve) => server ? server.close(resolve) : resolve(undefined));
+      }
       logger.info('stopped');
     },
   );
+}
+
+/** syncctl's version, from its package.json (next to src/ and dist/ alike). */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
 }

@@ -19,6 +19,7 @@ import { tableKey } from '../catalog/facts.ts';
 import { checkSlotStreamable } from '../catalog/slot-health.ts';
 import { connect, type Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
+import type { ChangeOp, SyncEvents } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { publicationName, slotName } from '../plan/render-ddl.ts';
@@ -55,6 +56,13 @@ export interface WorkerOptions {
    * running sync by `syncctl apply` is taken over when its first change arrives.
    */
   readonly reload?: () => Promise<LoadedSync | undefined>;
+  /** Where the worker reports its commits and progress (the metrics listen). */
+  readonly events?: SyncEvents;
+  /**
+   * The leader epoch this process took the sync over with (see leader.ts): every commit fences
+   * on it, so a process that lost the lead cannot commit beside the new leader.
+   */
+  readonly leaderEpoch?: string;
 }
 
 export interface CommitInfo {
@@ -69,6 +77,9 @@ export interface CommitInfo {
  * bench's commit -> caught up); at 8MB, 0.4 s (2MB and 16MB measured no better).
  */
 const DECODING_WORK_MEM_KB = 8192;
+
+/** A held change's operation, as counted. */
+const HELD_OPS = { I: 'insert', W: 'update', D: 'delete', T: 'truncate' } as const;
 
 /** How long a batch may stay open while the worker is behind the source. */
 const BEHIND_BATCH_MS = 250;
@@ -167,11 +178,6 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
     }
     if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
-    const merging = sync.tables.filter((t) => t.mode === 'mapped' && t.conflict.strategy === 'merge');
-    if (merging.length > 0) {
-      throw new SyncctlError('SPEC_INVALID', `${sync.file}: sync ${sync.name}, table(s) ${merging.map((t) => t.name).join(', ')}: conflict strategy 'merge' ` +
-        `is not supported by this version of syncctl yet (source-wins, target-wins, last-write-wins, fields and manual are)`);
-    }
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     await source.close();
     // A source table may feed several target tables: its routes, parents first.
@@ -203,6 +209,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return;
     logger.info({ sync: sync.name, from: formatLsn(applied), protoVersion: protocol.version, streaming: protocol.streaming }, 'streaming');
+    options.events?.emit('streaming', true);
+    if (options.events && options.events.progress.appliedLsn < applied) options.events.progress.appliedLsn = applied;
 
     // Two target sessions: the next batch is staged on one while the last one commits on the
     // other (their commits stay in order). Streamed transactions stage on the primary and are
@@ -218,9 +226,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       .map((r) => ({ resolved: r.resolved, order: r.order })));
     const writers = [primary, secondary];
     // Every commit checks that the sync has no mapped table these routes lack (see sql/4_expect-tables.sql).
+    const fence = options.leaderEpoch === undefined ? '' : `, syncctl.fence(${quoteLiteral(sync.name)}, ${quoteLiteral(options.leaderEpoch)}::bigint)`;
     const guardTables = () => {
       const names = allRoutes().map((r) => quoteLiteral(r.resolved.table.name));
-      for (const w of writers) w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[])`);
+      for (const w of writers) w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[])${fence}`);
     };
     guardTables();
     let writer = primary;
@@ -240,6 +249,27 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     let txCommitMs: number | null = null;
     let staged = 0;
     let transactions = 0;
+    const events = options.events;
+    const progress = events?.progress;
+    /** Changes of the batch being staged, per spec table and operation (the events, and sync_tables.changes_applied). */
+    let counts = new Map<string, Record<ChangeOp, number>>();
+    const tally = (into: Map<string, Record<ChangeOp, number>>, table: string, op: ChangeOp) => {
+      let c = into.get(table);
+      if (c === undefined) into.set(table, c = { insert: 0, update: 0, delete: 0, truncate: 0 });
+      c[op]++;
+    };
+    /** Changes of streamed transactions not committed yet, by xid (a subtransaction rolled back inside one is still counted). */
+    const streamedCounts = new Map<number, Map<string, Record<ChangeOp, number>>>();
+    /** Source commit times (Unix ms) of the first transaction of each batch read but not committed, oldest first. */
+    const unapplied: number[] = [];
+    let batchReadAt: number | undefined;
+    /** A source transaction of the batch being staged was read: the batch's first one marks how old what is unapplied is. */
+    const noteRead = (commitTimeMs: number) => {
+      if (batchReadAt !== undefined) return;
+      batchReadAt = Date.now();
+      unapplied.push(commitTimeMs);
+      if (progress) progress.oldestUnappliedMs = unapplied[0]!;
+    };
     let lastCommit: { lsn: Lsn; time: number | null } | undefined;
     let batchStarted: number | undefined;
     const batchMs = options.batchMs ?? 5;
@@ -281,11 +311,13 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       await held.flush();
       const w = writer;
       await checkPaused(w);
-      const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged };
+      const batch = { lsn: lastCommit.lsn, time: lastCommit.time, transactions, changes: staged, counts, readAt: batchReadAt };
       const retry = parkedRetry.due() ? retryForeignKeys : undefined;
       if (retry) parkedRetry.claim();
       staged = 0;
       transactions = 0;
+      counts = new Map();
+      batchReadAt = undefined;
       lastCommit = undefined;
       batchStarted = undefined;
       const previous = inflight;
@@ -293,8 +325,17 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       inflight = (async () => {
         await previous;
         if (failed !== undefined) return;
-        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() }, retry);
+        const totals = new Map([...batch.counts].map(([table, c]) => [table, c.insert + c.update + c.delete + c.truncate]));
+        const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() }, retry, totals);
         applied = batch.lsn;
+        if (batch.readAt !== undefined) unapplied.shift();
+        if (progress) {
+          if (progress.appliedLsn < batch.lsn) progress.appliedLsn = batch.lsn;
+          if (batch.time !== null) progress.lastAppliedCommitMs = batch.time;
+          progress.oldestUnappliedMs = unapplied[0] ?? null;
+        }
+        events?.emit('committed', { transactions: batch.transactions, changes: batch.counts, conflicts: position.conflicts,
+          seconds: batch.readAt === undefined ? 0 : (Date.now() - batch.readAt) / 1000 });
         unflushed.push({ source: batch.lsn, target: parseLsn(position.lsn) });
         await confirmDurable(parseLsn(position.flushed));
         options.onCommit?.({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes });
@@ -499,6 +540,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           current = { columns, id: `held_${++version}` };
           writer.register(buildBatchTable(current.id, r.resolved, c.columns, r.order, { asText: asText.has(r.resolved.table.name) }));
         }
+        if (c.op !== 'K') tally(counts, r.resolved.table.name, HELD_OPS[c.op]);
         if (c.op === 'T') await pauseRefused(await writer.truncate([current.id], context()));
         else await writer.stage(current.id, c.op, c.unchanged, c.values);
       });
@@ -593,7 +635,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         // With nothing received left uncommitted or unflushed, every transaction the server
         // committed before walEnd has been sent and applied, or had nothing for this sync:
         // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
-        if (!inTransaction && !lastCommit && committing === 0 && unflushed.length === 0 && !writer.open) stream.confirm(walEnd);
+        if (!inTransaction && !lastCommit && committing === 0 && unflushed.length === 0 && !writer.open) {
+          stream.confirm(walEnd);
+          if (progress && progress.appliedLsn < walEnd) progress.appliedLsn = walEnd;
+        }
         if (options.signal?.aborted && !inTransaction) break;
         continue;
       }
@@ -609,6 +654,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           if (!skipping) {
             if (!writer.open) await writer.begin({ lazy: true });
             writer.setContext(context());
+            noteRead(commitMs);
           }
           break;
         case 'relation':
@@ -629,6 +675,14 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
               return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: r.relation!.columns.map((c) => c.name), values });
             }
             const fromUpdate = m.tag === 'update';
+            if (op !== 'K') {
+              if (xid === undefined) tally(counts, r.resolved.table.name, m.tag);
+              else {
+                let c = streamedCounts.get(xid);
+                if (c === undefined) streamedCounts.set(xid, c = new Map());
+                tally(c, r.resolved.table.name, m.tag);
+              }
+            }
             return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
               : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values, fromUpdate);
           };
@@ -681,7 +735,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           for (const relationId of m.relationIds) {
             for (const r of await route(relationId)) {
               if (r.resolved.table.truncate !== 'apply') continue;
-              if (r.state === 'streaming') ids.push(r.id);
+              if (r.state === 'streaming') {
+                ids.push(r.id);
+                tally(counts, r.resolved.table.name, 'truncate');
+              }
               else await held.hold(r.resolved.table.name, finalLsn, { op: 'T', unchanged: null, columns: r.relation!.columns.map((c) => c.name), values: null });
             }
           }
@@ -702,6 +759,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           break;
         case 'stream-abort':
           if (m.subXid === m.xid) {
+            streamedCounts.delete(m.xid);
             pendingPauses.delete(m.xid);
             for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
           }
@@ -710,6 +768,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         case 'stream-commit': {
           // Applied before the last checkpoint: the server may send it again after a restart.
           if (m.commitLsn < applied) {
+            streamedCounts.delete(m.xid);
             pendingPauses.delete(m.xid);
             for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
             await streamed.discard(m.xid);
@@ -740,6 +799,15 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
             }
           }
           staged += streamed.changes(m.xid);
+          noteRead(txCommitMs);
+          for (const [table, c] of streamedCounts.get(m.xid) ?? []) {
+            const r = routeByKey(table);
+            if (r.state === 'paused' || m.commitLsn < r.snapshotLsn) continue;
+            const into = counts.get(table);
+            if (into === undefined) counts.set(table, c);
+            else for (const op of ['insert', 'update', 'delete', 'truncate'] as const) into[op] += c[op];
+          }
+          streamedCounts.delete(m.xid);
           await writer.begin();
           writer.setContext(context());
           // Transactions that committed earlier and are staged in the batch come first.
@@ -788,10 +856,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // An idle slot is confirmed past the last commit (keepalives over WAL with nothing for this
     // sync): record that position as the checkpoint too, so that after a stop they are equal.
     if (!inTransaction && unflushed.length === 0 && stream.confirmedLsn > applied) {
-      await target.query(`UPDATE syncctl.checkpoints SET commit_lsn = $2::pg_lsn, updated_at = now() WHERE sync_name = $1 AND commit_lsn < $2::pg_lsn`,
-        [sync.name, formatLsn(stream.confirmedLsn)]);
+      await target.query(`UPDATE syncctl.checkpoints SET commit_lsn = $2::pg_lsn, updated_at = now()
+        WHERE sync_name = $1 AND commit_lsn < $2::pg_lsn AND ($3::bigint IS NULL OR leader_epoch = $3::bigint)`,
+        [sync.name, formatLsn(stream.confirmedLsn), options.leaderEpoch ?? null]);
     }
   } finally {
+    if (stream !== undefined) options.events?.emit('streaming', false);
     stopFlushTimer();
     options.signal?.removeEventListener('abort', onAbort);
     await stream?.close();
@@ -890,13 +960,14 @@ function fillUnchanged(tuple: Tuple, old: Tuple | undefined): { values: (Buffer 
 /**
  * Errors that say nothing about the rows: connection loss, and SQLSTATE classes 08 (connection),
  * 40 (serialization failure, deadlock), 53 (insufficient resources), 57 (operator intervention:
- * cancel, shutdown), 58 (system error), and 55P03 (lock not available).
+ * cancel, shutdown), 58 (system error), 55P03 (lock not available) and 55006 (object in use: the
+ * slot, while the walsender of a process that lost the lead has not gone yet).
  */
 export function isTransient(error: unknown): boolean {
   if (error instanceof SyncctlError) return error.code === 'CONNECTION_FAILED';
   const code = (error as { code?: string }).code ?? '';
   const message = error instanceof Error ? error.message : '';
-  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '55P03'].includes(code) || /^(08|40|53|57|58)/.test(code) ||
+  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '55P03', '55006'].includes(code) || /^(08|40|53|57|58)/.test(code) ||
     /Connection terminated|terminating connection|server closed the connection/i.test(message);
 }
 
