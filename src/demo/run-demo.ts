@@ -16,6 +16,7 @@ import { renderPlanText } from '../plan/render-plan.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { collectStatus } from '../status/collect-status.ts';
 import { renderStatusText } from '../status/render-status.ts';
+import { runAsLeader } from '../stream/leader.ts';
 import { runWorker } from '../stream/worker.ts';
 
 const SPECS = fileURLToPath(new URL('../../specs/laas_to_orgs.sync.ts', import.meta.url));
@@ -53,8 +54,12 @@ export async function runDemo(options: DemoOptions): Promise<void> {
 
     print('\n$ syncctl run specs/   (streaming in the background)');
     let committed = 0;
-    const worker = runWorker({
-      sync: syncs[0]!, logger: options.logger, signal: controller.signal, onCommit: (c) => { committed += c.changes; },
+    // As `syncctl run` does: the worker applies while this process holds the sync's leader lock.
+    const worker = runAsLeader({
+      sync: syncs[0]!, logger: options.logger, signal: controller.signal,
+      lead: (epoch, lost) => runWorker({
+        sync: syncs[0]!, logger: options.logger, signal: lost, leaderEpoch: epoch, onCommit: (c) => { committed += c.changes; },
+      }),
     });
     const src = new pg.Client(source.url());
     await src.connect();
