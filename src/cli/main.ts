@@ -18,7 +18,7 @@ export async function main(args: string[]): Promise<number> {
     .scriptName('syncctl')
     .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
     .strict()
-    .demandCommand(1, 'name a command: demo, plan, apply, destroy, run or conflicts')
+    .demandCommand(1, 'name a command: demo, plan, apply, destroy, run, status or conflicts')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
     .example('$0 demo', 'scenario 1 on two embedded PostgreSQL servers, end to end')
     .example('$0 plan specs/ --sql', 'what apply would create, change or drop, with its SQL')
