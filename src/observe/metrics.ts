@@ -22,7 +22,7 @@ export const METRICS = {
   conflictsPending: { name: 'syncctl_conflicts_pending', help: 'Conflicts waiting for a person (manual rule), per table.', labels: ['sync', 'table'] },
   conflictsOldestPendingSeconds: { name: 'syncctl_conflicts_oldest_pending_seconds', help: 'Age of the oldest conflict waiting for a person, per table (0 when none).', labels: ['sync', 'table'] },
   applyErrorsPending: { name: 'syncctl_apply_errors_pending', help: 'Changes the target rejected (apply_error), parked and not yet retried or resolved, per table.', labels: ['sync', 'table'] },
-  tableState: { name: 'syncctl_table_state', help: '1 for each table\'s current state (pending, copying, streaming, paused).', labels: ['sync', 'table', 'state'] },
+  tableState: { name: 'syncctl_table_state', help: '1 for each table\'s current state (pending, copying, streaming, paused, held).', labels: ['sync', 'table', 'state'] },
   leader: { name: 'syncctl_leader', help: '1 when this process leads the sync (holds its lock and applies), 0 while it stands by.', labels: ['sync'] },
   copyRowsTotal: { name: 'syncctl_copy_rows_total', help: 'Rows the current initial copy (or recopy) of each table has written.', labels: ['sync', 'table'] },
   lastAppliedCommitTimestampSeconds: { name: 'syncctl_last_applied_commit_timestamp_seconds', help: 'Source commit time (Unix seconds) of the last transaction applied.', labels: ['sync'] },
@@ -35,7 +35,7 @@ export type MetricKey = keyof typeof METRICS;
 /** The names of every series the worker exports (syncctl's own, prom-client's default process metrics aside). */
 export const METRIC_NAMES: readonly string[] = Object.values(METRICS).map((m) => m.name);
 
-export const TABLE_STATES = ['pending', 'copying', 'streaming', 'paused'] as const;
+export const TABLE_STATES = ['pending', 'copying', 'streaming', 'paused', 'held'] as const;
 export const WAL_STATUSES = ['reserved', 'extended', 'unreserved', 'lost'] as const;
 export const CHANGE_OPS = ['insert', 'update', 'delete', 'truncate'] as const;
 

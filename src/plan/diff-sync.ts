@@ -274,14 +274,17 @@ function initialCopy(state: SyncState, slot: string, action: 'create' | 'update'
     { runner: 'initial-copy', copyTables: tables.map((t) => t.name) });
 }
 
-/** With the slot in place: tables not copied yet (added to the sync, or a copy cut short) are copied under their own snapshot. */
+/**
+ * With the slot in place: tables not copied yet (added to the sync, or a copy cut short) are copied
+ * under their own snapshot. A held table (`syncctl pause`) was copied: its changes wait for resume.
+ */
 function diffCopies(state: SyncState, tables: readonly LoadedTable[]): Change[] {
   const { sync } = state;
   const slot = state.source.slots.get(slotName(sync.name));
   if (!slot || diffSlot(state, true).length > 0) return [];
   const registered = new Map(state.target.registeredTables.filter((r) => r.syncName === sync.name).map((r) => [r.tableName, r]));
   return tables
-    .filter((t) => registered.get(t.name)?.state !== 'streaming')
+    .filter((t) => !['streaming', 'held'].includes(registered.get(t.name)?.state ?? ''))
     .map((t) => {
       const state_ = registered.get(t.name)?.state;
       return change(sync, 'create', 'target', `copy:${sync.name}:${t.name}`, `initial copy of ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)}`,

@@ -202,9 +202,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       throw new SyncctlError('PLAN_PENDING', `${sync.name}: no checkpoint: the initial copy has not run; run syncctl apply first`);
     }
     let applied = parseLsn(checkpoint.rows[0].commit_lsn);
+    // While a table is held (`syncctl pause`), transactions arrive whole at their commit, so its
+    // changes go to held_changes like any other: a streamed transaction's blocks could only wait.
+    const holding = allRoutes().some((r) => r.state === 'held');
     stream = await ReplicationStream.open(sync.sourceUrl, {
       slot: slotName(sync.name), publications: [publicationName(sync.name)], startLsn: applied, messages: true,
-      protoVersion: protocol.version, streaming: protocol.streaming, decodingWorkMemKb: options.decodingWorkMemKb ?? DECODING_WORK_MEM_KB,
+      protoVersion: protocol.version, streaming: protocol.streaming && !holding, decodingWorkMemKb: options.decodingWorkMemKb ?? DECODING_WORK_MEM_KB,
     });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return;
@@ -227,9 +230,15 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     const writers = [primary, secondary];
     // Every commit checks that the sync has no mapped table these routes lack (see sql/4_expect-tables.sql).
     const fence = options.leaderEpoch === undefined ? '' : `, syncctl.fence(${quoteLiteral(sync.name)}, ${quoteLiteral(options.leaderEpoch)}::bigint)`;
+    // …and that the tables it applies as streaming still are: `syncctl pause` or `resync` changed
+    // that, and the session starts over with the states read again (sql/8_runs-and-held-tables.sql).
+    // Called again whenever a route's state changes.
     const guardTables = () => {
       const names = allRoutes().map((r) => quoteLiteral(r.resolved.table.name));
-      for (const w of writers) w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[])${fence}`);
+      const streaming = allRoutes().filter((r) => r.state === 'streaming').map((r) => quoteLiteral(r.resolved.table.name));
+      for (const w of writers) {
+        w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[], ARRAY[${streaming.join(', ')}]::text[])${fence}`);
+      }
     };
     guardTables();
     let writer = primary;
@@ -386,6 +395,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     /** Pauses one table, in the batch's transaction: the other tables go on; `syncctl apply` copies it again. */
     const pause = async (r: Route, reason: string) => {
       r.state = 'paused';
+      guardTables();
       await writer.begin();
       await writer.session.query(`UPDATE syncctl.sync_tables SET state = 'paused', error = $3, updated_at = now() WHERE sync_name = $1 AND table_name = $2`,
         [sync.name, r.resolved.table.name, reason]);
@@ -564,8 +574,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         if (row?.state === 'streaming') {
           await replayHeld(r);
           r.state = 'streaming';
+          guardTables();
         } else if (row?.state === 'paused') {
           r.state = 'paused';
+          guardTables();
+        } else if (row?.state !== undefined) {
+          r.state = row.state;
         }
       }
     };

@@ -126,9 +126,10 @@ describe('apply', () => {
       { id: 5, name: 'conflict-retry' },
       { id: 6, name: 'conflict-rules' },
       { id: 7, name: 'leader-and-counts' },
+      { id: 8, name: 'runs-and-held-tables' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
-    expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
+    expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'runs', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
     expect(await rows(dbs().target, 'SELECT name, spec_file FROM syncctl.syncs')).toEqual([{ name: 'laas_to_orgs', spec_file: SPEC }]);
     expect(await rows(dbs().target, `
       SELECT table_name, source_table, target_table, mode, replica_identity_before FROM syncctl.sync_tables ORDER BY table_name`)).toEqual([
