@@ -23,7 +23,7 @@ import type { ChangeOp, SyncEvents } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { publicationName, slotName } from '../plan/render-ddl.ts';
-import { quoteLiteral } from '../sql/quote.ts';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type RelationMessage, type Tuple } from './pgoutput-decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
@@ -560,6 +560,50 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       if (count > 0) logger.info({ table: r.resolved.table.name, changes: count }, 'applied the changes held during the copy');
     };
 
+    /**
+     * A repair `syncctl verify --repair` wrote on the source (see REPAIR_PREFIX): applied where it
+     * stands in the stream, after the changes before it and before those after it. Its rows are
+     * whole source rows, written through the table's mapping and filter like any change; its
+     * deleteKeys are target keys the filtered source no longer has.
+     */
+    const applyRepair = async (content: Buffer) => {
+      let repair: Repair;
+      try {
+        repair = parseRepair(content);
+      } catch (error) {
+        logger.warn({ err: describe(error) }, 'ignored a repair message that is not valid');
+        return;
+      }
+      if (repair.sync !== sync.name) return;
+      const r = allRoutes().find((x) => x.resolved.table.name === repair.table);
+      if (r === undefined || r.state !== 'streaming' || finalLsn < r.snapshotLsn) {
+        // Not applied: verify's re-check reports the keys as still different.
+        logger.warn({ table: repair.table, state: r?.state }, 'a repair for a table that is not streaming here was not applied');
+        return;
+      }
+      await writer.ensureBegun();
+      await writer.applyStaged(context());
+      if (repair.rows.length > 0) {
+        const id = `repair_${++version}`;
+        writer.register(buildBatchTable(id, r.resolved, repair.columns, r.order, { asText: asText.has(r.resolved.table.name) }));
+        for (const row of repair.rows) {
+          const p = writer.stage(id, 'W', null, row.map((v) => (v === null ? null : Buffer.from(v, 'utf8'))), true);
+          if (p) await p;
+          tally(counts, r.resolved.table.name, 'update');
+        }
+        await writer.applyStaged(context());
+        writer.retire(id);
+      }
+      if (repair.deleteKeys.length > 0) {
+        const target = quoteQualified(r.resolved.table.target);
+        const key = r.resolved.table.key.map(quoteIdent);
+        await writer.session.query(`DELETE FROM ${target} AS t WHERE (${key.map((k) => `t.${k}`).join(', ')}) IN
+          (SELECT ${key.map((k) => `k.${k}`).join(', ')} FROM jsonb_populate_recordset(NULL::${target}, $1::jsonb) AS k)`, [JSON.stringify(repair.deleteKeys)]);
+        for (let i = 0; i < repair.deleteKeys.length; i++) tally(counts, r.resolved.table.name, 'delete');
+      }
+      logger.info({ table: repair.table, rows: repair.rows.length, deletes: repair.deleteKeys.length }, 'applied a repair');
+    };
+
     /** Tables waiting for their copy: once it is done, their held changes are replayed and they stream. */
     const refreshHeld = async (force = false) => {
       const waiting = allRoutes().filter((r) => r.state !== 'streaming' && r.state !== 'paused');
@@ -759,6 +803,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           await pauseRefused(await writer.truncate(ids, context()));
           break;
         }
+        case 'message':
+          // A repair rides in a source transaction of its own; in a streamed one it is left to verify's re-check.
+          if (m.prefix === REPAIR_PREFIX && m.transactional && !skipping && streamXid === undefined) await applyRepair(m.content);
+          break;
         case 'stream-start':
           // A streamed block stages on the primary session: no batch may be open or committing
           // there meanwhile, or its failure would leave the block's COPY in an aborted
@@ -883,6 +931,33 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     await second?.close();
     await source.close();
   }
+}
+
+/** The prefix of the logical messages `syncctl verify --repair` writes on the source. */
+export const REPAIR_PREFIX = 'syncctl.repair';
+
+/** A repair message's content (JSON). */
+export interface Repair {
+  readonly sync: string;
+  /** The spec's table name. */
+  readonly table: string;
+  /** Source columns of `rows`. */
+  readonly columns: readonly string[];
+  /** Whole source rows as text. */
+  readonly rows: readonly (readonly (string | null)[])[];
+  /** Target keys to delete: target key column -> text value. */
+  readonly deleteKeys: readonly Record<string, string>[];
+}
+
+function parseRepair(content: Buffer): Repair {
+  const r = JSON.parse(content.toString('utf8')) as Partial<Repair>;
+  const strings = (a: unknown) => Array.isArray(a) && a.every((v) => v === null || typeof v === 'string');
+  if (typeof r.sync !== 'string' || typeof r.table !== 'string' || !Array.isArray(r.columns) || !strings(r.columns) ||
+    !Array.isArray(r.rows) || !r.rows.every((row) => strings(row) && row.length === r.columns!.length) ||
+    !Array.isArray(r.deleteKeys) || !r.deleteKeys.every((k) => typeof k === 'object' && k !== null)) {
+    throw new Error('a repair needs sync, table, columns, rows (one value per column) and deleteKeys');
+  }
+  return r as Repair;
 }
 
 /**
