@@ -24,7 +24,17 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     tracked: table.mode === 'mapped',
     keyTypes: resolved.key.map((k) => resolved.targetFacts.columns.find((c) => c.name === k)?.type ?? 'text'),
     ...keySources(resolved, stagedColumns, options.asText === true),
+    ...targetOwned(resolved),
   };
+}
+
+/** Under the `fields` rule, the non-key columns the target owns (listed as 'target', or unlisted with default 'target'). */
+function targetOwned(resolved: ResolvedTable): { targetOwned?: string[] } {
+  const rule = resolved.table.conflict;
+  if (rule.strategy !== 'fields') return {};
+  const owned = resolved.table.columns.map((c) => c.target)
+    .filter((c) => !resolved.key.includes(c) && (rule.owners[c] ?? rule.default) === 'target');
+  return owned.length > 0 ? { targetOwned: owned } : {};
 }
 
 /** The batch writer's view of a resolved table: its apply shape, and what a parked change records of it. */

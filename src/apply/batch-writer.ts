@@ -192,9 +192,13 @@ export class BatchWriter {
    * `applyEveryRows: Infinity` for a streamed transaction's writer: it only stages (into tables
    * that outlive target transactions) until the transaction's commit arrives.
    */
-  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number } = {}) {
+  /** The session has a replication origin set up: each commit records the source position and commit time in it. */
+  private readonly origin: boolean;
+
+  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number; origin?: boolean } = {}) {
     this.client = client;
     this.syncName = syncName;
+    this.origin = options.origin ?? false;
     this.parked = parkedTables(syncName);
     this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
   }
@@ -697,6 +701,9 @@ export class BatchWriter {
       `INSERT INTO syncctl.checkpoints (sync_name, commit_lsn, commit_time, updated_at)
        VALUES (${quoteLiteral(this.syncName)}, ${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${checkpoint.commitTime === null ? 'NULL' : `${quoteLiteral(checkpoint.commitTime)}::timestamptz`}, now())
        ON CONFLICT (sync_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, commit_time = coalesce(excluded.commit_time, checkpoints.commit_time), updated_at = now()`,
+      ...(this.origin && checkpoint.commitTime !== null
+        ? [`SELECT pg_replication_origin_xact_setup(${quoteLiteral(checkpoint.lsn)}::pg_lsn, ${quoteLiteral(checkpoint.commitTime)}::timestamptz)`] : []),
+      // Third from the end: read below.
       READ_CONFLICTS_LOGGED,
       'COMMIT',
       'SELECT pg_current_wal_insert_lsn()::text AS lsn, pg_current_wal_flush_lsn()::text AS flushed'].join(';\n')) as unknown as pg.QueryResult[];

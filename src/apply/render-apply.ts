@@ -61,6 +61,17 @@ export interface ApplyTable {
    * equality is identity (integers, uuid), so distinct staged keys are distinct target keys.
    */
   readonly exactKeys?: boolean;
+  /**
+   * Target columns the target owns (the `fields` rule): written when a row is inserted, never by
+   * an incoming update, conflict or not, so a change the other side made before it saw the
+   * target's value cannot overwrite it (both directions, scenario 3).
+   */
+  readonly targetOwned?: readonly string[];
+}
+
+/** The non-key target columns an incoming update writes: all of them but those the target owns. */
+export function updatedColumns(table: ApplyTable): ApplyTable['columns'] {
+  return table.columns.filter((c) => !table.key.includes(c.target) && !(table.targetOwned ?? []).includes(c.target));
 }
 
 export interface ApplyStatements {
@@ -163,6 +174,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
   const nonKey = table.columns.filter((c) => !table.key.includes(c.target));
+  const updated = updatedColumns(table);
   const positions = new Map(table.staged.map((c, i) => [c.name, i + 1]));
 
   const createStage = `CREATE TEMP TABLE IF NOT EXISTS ${stage} (` +
@@ -187,13 +199,13 @@ export function renderApply(table: ApplyTable): ApplyStatements {
 
   const deleteRows = `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}`;
   const insertCols = table.columns.map((c) => quoteIdent(c.target));
-  const onConflict = nonKey.length === 0
+  const onConflict = updated.length === 0
     ? 'DO NOTHING'
-    : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
+    : `DO UPDATE SET ${updated.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
   const upsertRows =
     `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `l.${c}`).join(', ')} FROM ${last} AS l ` +
     `WHERE ${isPlainWrite} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`;
-  const toastedSet = nonKey.map((c) => {
+  const toastedSet = updated.map((c) => {
     const reads = c.reads.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
     const col = quoteIdent(c.target);
     // A column whose mapping reads only unchanged TOAST values is unchanged itself.
@@ -243,13 +255,13 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     upsertRows: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${table.columns.map((c) => `(${c.expression})`).join(', ')} FROM ${rows} ` +
       `WHERE ${quoteIdent(OP)} IN ('W', 'I') AND ${keep} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
     ...(table.tracked ? { checkLocalChanges: checkStaged! } : {}),
-    ...(table.exactKeys && nonKey.length > 0 ? { updateFirst: updateFirst() } : {}),
+    ...(table.exactKeys && updated.length > 0 ? { updateFirst: updateFirst() } : {}),
   } : undefined;
 
   function updateFirst(): { updateRows: string; insertMissing: string } {
     const written = `(SELECT ${mappedColumns.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} IN ('W', 'I') AND ${keep}) AS s`;
     return {
-      updateRows: `UPDATE ${target} AS t SET ${nonKey.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
+      updateRows: `UPDATE ${target} AS t SET ${updated.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
         `FROM ${written} WHERE ${keyMatch('s')}`,
       insertMissing: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `s.${c}`).join(', ')} FROM ${written} ` +
         `WHERE NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${keyMatch('s')}) ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,

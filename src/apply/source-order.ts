@@ -35,7 +35,7 @@
  */
 import { MERGE_CURRENT, MERGE_INCOMING, type ConflictRule, type MergeOtherwiseRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, type ApplyTable } from './render-apply.ts';
+import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, updatedColumns, type ApplyTable } from './render-apply.ts';
 
 export interface SourceOrderTable {
   readonly apply: ApplyTable;
@@ -161,6 +161,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
   const nonKey = table.columns.filter((c) => !table.key.includes(c.target));
+  const updated = updatedColumns(table);
   const positions = new Map(table.staged.map((c, i) => [c.name, i + 1]));
   const positionsOf = (names: readonly string[]) => names.map((r) => positions.get(r)).filter((p): p is number => p !== undefined);
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
@@ -177,18 +178,18 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     return reads.length === 0 ? col(c.target) : `CASE WHEN ${unchangedHas(reads)} THEN t.${quoteIdent(c.target)} ELSE ${col(c.target)} END`;
   };
   const insertCols = table.columns.map((c) => quoteIdent(c.target));
-  const onConflict = nonKey.length === 0
+  const onConflict = updated.length === 0
     ? 'DO NOTHING'
-    : `DO UPDATE SET ${nonKey.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
+    : `DO UPDATE SET ${updated.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
   const upsert = `INSERT INTO ${target} AS t (${insertCols.join(', ')}) VALUES (${table.columns.map((c) => col(c.target)).join(', ')}) ` +
     `ON CONFLICT (${keyCols.join(', ')}) ${onConflict};`;
   const deleteKey = (rec: string) => `DELETE FROM ${target} AS t WHERE ${keyMatch(rec)};`;
   const updateToasted = (where: string, withKey: boolean) => {
-    const sets = [...(withKey ? table.key.map((k) => `${quoteIdent(k)} = ${col(k)}`) : []), ...nonKey.map((c) => `${quoteIdent(c.target)} = ${toastedValue(c)}`)];
+    const sets = [...(withKey ? table.key.map((k) => `${quoteIdent(k)} = ${col(k)}`) : []), ...updated.map((c) => `${quoteIdent(c.target)} = ${toastedValue(c)}`)];
     return sets.length === 0 ? `PERFORM 1 FROM ${target} AS t WHERE ${where};` : `UPDATE ${target} AS t SET ${sets.join(', ')} WHERE ${where};`;
   };
   const updatePlain = (where: string) =>
-    `UPDATE ${target} AS t SET ${table.columns.map((c) => `${quoteIdent(c.target)} = ${col(c.target)}`).join(', ')} WHERE ${where};`;
+    `UPDATE ${target} AS t SET ${[...table.key.map((k) => ({ target: k })), ...updated].map((c) => `${quoteIdent(c.target)} = ${col(c.target)}`).join(', ')} WHERE ${where};`;
 
   // Unchanged TOAST values are not in the stream: a column reading one of them together with a
   // changed column, or a filter reading one, cannot be computed without the old row.

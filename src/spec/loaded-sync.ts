@@ -13,6 +13,8 @@ export interface LoadedSync {
   readonly sourceEnv: string;
   readonly targetEnv: string;
   readonly tables: readonly LoadedTable[];
+  /** `none`: only changes made on the source itself travel (see the spec's `origin`); absent: every change. */
+  readonly origin?: 'any' | 'none';
 }
 
 export interface LoadedTable {

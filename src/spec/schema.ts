@@ -109,6 +109,12 @@ export const syncSchema = z
     name: syncName,
     source: envRef,
     target: envRef,
+    /**
+     * Which source changes travel, as a native subscription's `origin`: `any` (default) every
+     * change; `none` only changes made on the source itself, not those another replication wrote
+     * there (syncctl's reverse sync included): two syncs in opposite directions set it on both.
+     */
+    origin: z.enum(['any', 'none']).optional(),
     tables: z
       .record(identifier, tableSchema)
       .refine((tables) => Object.keys(tables).length > 0, 'expected at least one table'),

@@ -262,6 +262,6 @@ export function validateSpec(file: string, displayFile: string, exported: unknow
   return {
     problems,
     validated,
-    loaded: { file, name: spec.name, sourceUrl, targetUrl, sourceEnv, targetEnv, tables: loadedTables },
+    loaded: { file, name: spec.name, sourceUrl, targetUrl, sourceEnv, targetEnv, tables: loadedTables, ...(spec.origin !== undefined ? { origin: spec.origin } : {}) },
   };
 }

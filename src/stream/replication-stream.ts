@@ -40,6 +40,8 @@ export interface ReplicationOptions {
   /** Stream in-progress transactions (protocol 2 and later). */
   readonly streaming?: boolean;
   readonly messages?: boolean;
+  /** pgoutput's `origin` (PostgreSQL 16 and later): `none` sends only changes made on the server itself. */
+  readonly origin?: 'none';
   /**
    * Caps logical_decoding_work_mem (kB) for this connection's walsender, never raising the
    * server's own value. A transaction that outgrows it is streamed while it runs (with
@@ -102,6 +104,7 @@ export class ReplicationStream {
       `publication_names ${quoteLiteral(options.publications.map(quoteIdent).join(','))}`,
       `messages ${quoteLiteral(options.messages ? 'true' : 'false')}`,
       ...(options.streaming ? [`streaming 'on'`] : []),
+      ...(options.origin ? [`origin ${quoteLiteral(options.origin)}`] : []),
     ];
     const copy = new CopyBoth(`START_REPLICATION SLOT ${quoteIdent(options.slot)} LOGICAL ${formatLsn(options.startLsn)} (${pluginOptions.join(', ')})`);
     client.query(copy);

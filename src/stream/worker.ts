@@ -207,7 +207,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     const holding = allRoutes().some((r) => r.state === 'held');
     stream = await ReplicationStream.open(sync.sourceUrl, {
       slot: slotName(sync.name), publications: [publicationName(sync.name)], startLsn: applied, messages: true,
-      protoVersion: protocol.version, streaming: protocol.streaming && !holding, decodingWorkMemKb: options.decodingWorkMemKb ?? DECODING_WORK_MEM_KB,
+      protoVersion: protocol.version, streaming: protocol.streaming && !holding,
+      // Changes another replication wrote on the source (the reverse sync's worker) stay there:
+      // filtered by the walsender from PostgreSQL 16 on, before that skipped here (case 'origin').
+      ...(sync.origin === 'none' && protocol.version >= 4 ? { origin: 'none' as const } : {}), decodingWorkMemKb: options.decodingWorkMemKb ?? DECODING_WORK_MEM_KB,
     });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return;
@@ -220,8 +223,9 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // applied there.
     second = await connect('target', sync.targetUrl, 'syncctl run');
     for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
-    const primary = new BatchWriter(target.client, sync.name);
-    const secondary = new BatchWriter(second.client, sync.name);
+    const tagged = await tagWrites([target, second], sync.name, logger);
+    const primary = new BatchWriter(target.client, sync.name, { origin: tagged });
+    const secondary = new BatchWriter(second.client, sync.name, { origin: tagged });
     await primary.prepare();
     await secondary.prepare();
     const parkedRetry = new ParkedRetry(sync.name, await loadParkedTables(target.client, sync.name), logger);
@@ -248,6 +252,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     const streamed = new StreamedTransactions(target.client, sync.name);
     /** The transaction whose stream block is being read, if any. */
     let streamXid: number | undefined;
+    /** Streamed transactions with a replication origin, under origin 'none': read, never applied. */
+    const foreign = new Set<number>();
     const decoder = new PgoutputDecoder();
     const byRelation = new Map<number, readonly Route[]>();
     const batchRows = options.batchRows ?? 50_000;
@@ -722,6 +728,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         case 'update':
         case 'delete': {
           const xid = streamXid;
+          if (xid !== undefined && foreign.has(xid)) break;
           // The usual case without a promise: streaming tables, in a transaction not skipped.
           const known = byRelation.get(m.relationId);
           const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every((r) => notPaused(r) && !r.brokenIn?.has(xid))) ? known
@@ -780,6 +787,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           break;
         }
         case 'truncate': {
+          if (streamXid !== undefined && foreign.has(streamXid)) break;
           if (streamXid !== undefined) {
             const routed: Route[] = [];
             for (const relationId of m.relationIds) routed.push(...await streamedRoute(relationId));
@@ -803,6 +811,14 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           await pauseRefused(await writer.truncate(ids, context()));
           break;
         }
+        case 'origin':
+          // A transaction another replication wrote (pgoutput names its origin first); with
+          // origin 'none' it is not ours to apply. From PostgreSQL 16 on the walsender filters them.
+          if (sync.origin === 'none') {
+            if (streamXid !== undefined) foreign.add(streamXid);
+            else skipping = true;
+          }
+          break;
         case 'message':
           // A repair rides in a source transaction of its own; in a streamed one it is left to verify's re-check.
           if (m.prefix === REPAIR_PREFIX && m.transactional && !skipping && streamXid === undefined) await applyRepair(m.content);
@@ -821,6 +837,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           break;
         case 'stream-abort':
           if (m.subXid === m.xid) {
+            foreign.delete(m.xid);
             streamedCounts.delete(m.xid);
             pendingPauses.delete(m.xid);
             for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
@@ -829,7 +846,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           break;
         case 'stream-commit': {
           // Applied before the last checkpoint: the server may send it again after a restart.
-          if (m.commitLsn < applied) {
+          if (m.commitLsn < applied || foreign.has(m.xid)) {
+            foreign.delete(m.xid);
             streamedCounts.delete(m.xid);
             pendingPauses.delete(m.xid);
             for (const r of allRoutes()) r.brokenIn?.delete(m.xid);
@@ -930,6 +948,31 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     await target?.close();
     await second?.close();
     await source.close();
+  }
+}
+
+/**
+ * Tags every write of the worker's target sessions with a replication origin of its own
+ * (`syncctl_<sync>_<n>`: an origin is active in one session at a time), so that a sync reading
+ * this database the other way with origin 'none' does not send them back. Returns false, with a
+ * warning, where the role may not (the grants are in `plan --grants`): the writes then go untagged.
+ */
+async function tagWrites(sessions: readonly Connection[], syncName: string, logger: Logger): Promise<boolean> {
+  try {
+    for (const [i, session] of sessions.entries()) {
+      const name = `syncctl_${syncName}_${i}`;
+      await session.query(`SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, [name]).catch((error: { code?: string }) => {
+        // Created meanwhile by another process: it exists, which is all that is needed.
+        if (error.code !== '23505') throw error;
+      });
+      await session.query('SELECT pg_replication_origin_session_setup($1)', [name]);
+    }
+    return true;
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42501') throw error;
+    logger.warn({ err: describe(error) }, 'the target role may not use replication origins: the worker\'s writes are not tagged, ' +
+      'and a sync reading the target back would send them back (see syncctl plan --grants)');
+    return false;
   }
 }
 
