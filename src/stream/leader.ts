@@ -14,7 +14,8 @@
  */
 import { hostname } from 'node:os';
 import { connect, type Connection } from '../db/connect.ts';
-import type { SyncEvents } from '../observe/events.ts';
+import { closeLostRuns, finishRun, messageOf, startRun, updateRunCounts } from '../history/record-run.ts';
+import type { CommittedEvent, SyncEvents } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 
@@ -72,6 +73,7 @@ export async function runAsLeader(options: LeadOptions): Promise<void> {
       const epoch = await takeOver(lock, sync.name);
       logger.info({ epoch }, 'leading the sync');
       options.events?.emit('leader', true);
+      const run = await recordSession(lock, sync.name, epoch, options);
       const lost = new AbortController();
       const onAbort = () => lost.abort();
       signal.addEventListener('abort', onAbort, { once: true });
@@ -81,11 +83,17 @@ export async function runAsLeader(options: LeadOptions): Promise<void> {
       });
       try {
         await options.lead(epoch, lost.signal);
+        await run?.finish(signal.aborted ? 'stopped' : 'lost', signal.aborted ? 'stopped' : 'the leader lock connection was lost');
       } catch (error) {
         // Another process took over while this one still had a commit to make.
-        if ((error as { code?: string }).code !== 'SYLDR' && (error as { cause?: { code?: string } }).cause?.code !== 'SYLDR') throw error;
+        if ((error as { code?: string }).code !== 'SYLDR' && (error as { cause?: { code?: string } }).cause?.code !== 'SYLDR') {
+          await run?.finish('failed', messageOf(error));
+          throw error;
+        }
+        await run?.finish('lost', 'another syncctl run took over');
         logger.error({ err: (error as Error).message }, 'another syncctl run took over this sync');
       } finally {
+        run?.stop();
         watch();
         signal.removeEventListener('abort', onAbort);
         options.events?.emit('leader', false);
@@ -97,6 +105,38 @@ export async function runAsLeader(options: LeadOptions): Promise<void> {
       await lock.close().catch(() => {});
     }
   }
+}
+
+/** How often a leading worker's session row in syncctl.runs gets its counts. */
+const RUN_COUNTS_MS = 30_000;
+
+/**
+ * The worker session in the run history (syncctl.runs, kind 'worker'): the sessions of a leader
+ * that died without a word are closed as 'lost' first; counts (transactions, changes, conflicts)
+ * come from the worker's events. Undefined where the target has no run history yet.
+ */
+async function recordSession(lock: Connection, sync: string, epoch: string | undefined, options: LeadOptions) {
+  if (epoch === undefined) return undefined;
+  await closeLostRuns(lock, sync, 'worker');
+  const id = await startRun(lock, { sync, kind: 'worker', detail: `leader epoch ${epoch}` });
+  const counts = { transactions: 0, changes: 0, conflicts: 0 };
+  const onCommit = (e: CommittedEvent) => {
+    counts.transactions += e.transactions;
+    for (const ops of e.changes.values()) counts.changes += ops.insert + ops.update + ops.delete + ops.truncate;
+    for (const c of e.conflicts) counts.conflicts += c.count;
+  };
+  options.events?.on('committed', onCommit);
+  const timer = setInterval(() => void updateRunCounts(lock, id, counts).catch(() => {}), RUN_COUNTS_MS);
+  return {
+    stop() {
+      clearInterval(timer);
+      options.events?.off('committed', onCommit);
+    },
+    async finish(outcome: 'stopped' | 'lost' | 'failed', detail: string) {
+      // The lock connection may be what failed: the next leader then closes this session as lost.
+      await finishRun(lock, id, { outcome, counts, detail }).catch(() => {});
+    },
+  };
 }
 
 async function tryLock(lock: Connection, sync: string): Promise<boolean> {

@@ -251,5 +251,10 @@ for (const death of ['kill -9', 'connections cut'] as const) {
     }
     console.log(`HA ${death}: the standby led ${tookOverMs} ms after the leader's death; ${committed} source transactions meanwhile`);
     await stopAll();
+    // The run history: the dead leader's session closed as lost, the new leader's stopped by SIGTERM with its counts.
+    const runs = await dbs().target.query<{ outcome: string; pid: number; changes: number | null }>(
+      `SELECT outcome, pid, (counts->>'changes')::int AS changes FROM syncctl.runs WHERE sync_name = 'ha' AND kind = 'worker' ORDER BY id DESC LIMIT 2`);
+    expect(runs.rows.map((r) => [r.outcome, r.pid])).toEqual([['stopped', standby.worker.pid], ['lost', first.worker.pid]]);
+    expect(runs.rows[0]!.changes).toBeGreaterThan(0);
   }, 150_000);
 }
