@@ -1,12 +1,13 @@
 import type { Argv } from 'yargs';
-import { resolveConflicts, retryConflicts, type ResolveResult, type RetryResult } from '../conflicts/retry-parked.ts';
+import { resolveConflicts, retryConflicts, type Decision, type ResolveResult, type RetryResult } from '../conflicts/retry-parked.ts';
+import { parseAssignments } from '../conflicts/resolve-set.ts';
 import { ConflictStore, type ConflictRow } from '../conflicts/store.ts';
 import { SyncctlError } from '../errors.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { askYes, print, printJson } from './output.ts';
 
-/** `syncctl conflicts list|show|retry`: what the worker recorded in sync_conflicts, and what a person does about it. */
+/** `syncctl conflicts list|show|retry|resolve`: what the worker recorded in sync_conflicts, and what a person does about it. */
 export function conflictsCommand(yargs: Argv) {
   return yargs.command('conflicts', 'Conflicts and parked changes recorded in the target\'s syncctl.sync_conflicts', (y) => y
     .command('list [specs]', 'List recorded conflicts (pending ones unless --status all)', (c) => filters(c)
@@ -64,12 +65,16 @@ export function conflictsCommand(yargs: Argv) {
       print(`${sum('retried')} applied, ${sum('failed')} still failing (pending, with the new error), ${sum('superseded')} superseded by a later change retried with them` +
         (sum('skipped') > 0 ? `, ${sum('skipped')} not retryable (parked without the change, or the table left the spec)` : ''));
     })
-    .command('resolve [ids..]', 'Decide pending conflicts (a manual table\'s): apply the incoming change or keep the target row; the changes of that key queued behind it follow', (c) => filters(c, 'option')
+    .command('resolve [ids..]', 'Decide pending conflicts (a manual table\'s): apply the incoming change, keep the target row, or write the row yourself; the changes of that key queued behind it follow', (c) => filters(c, 'option')
       .positional('ids', { type: 'number', array: true, describe: 'conflict ids; without them, every pending conflict the filters select' })
-      .option('use', { choices: ['incoming', 'current'] as const, demandOption: true, describe: 'incoming: apply the source\'s change; current: keep the target row' })
+      .option('use', { choices: ['incoming', 'current'] as const, describe: 'incoming: apply the source\'s change; current: keep the target row' })
+      .option('set', { type: 'string', array: true, describe: 'col=value: write the incoming row with these target columns set (the value is text, read as the column\'s type)' })
       .option('yes', { type: 'boolean', default: false, describe: 'do not ask for confirmation' })
       .option('by', { type: 'string', describe: 'recorded as resolved_by (default: $USER)' }),
     async (argv) => {
+      if ((argv.use === undefined) === (argv.set === undefined)) throw new SyncctlError('SPEC_INVALID', 'resolve needs one decision: --use incoming, --use current, or --set col=value…');
+      const decision: Decision = argv.set !== undefined ? { set: parseAssignments(argv.set.map(String)) } : argv.use!;
+      const described = typeof decision === 'object' ? `--set ${[...decision.set.keys()].join(', ')}` : `--use ${decision}`;
       const syncs = await selectSyncs(argv.specs, argv.sync);
       if (argv.kind === 'apply_error') throw new SyncctlError('SPEC_INVALID', 'parked apply_errors are applied again with conflicts retry, not resolved');
       const given = (argv.ids ?? []).map(Number);
@@ -80,18 +85,19 @@ export function conflictsCommand(yargs: Argv) {
         print('nothing to resolve');
         return;
       }
-      if (given.length === 0 && !argv.yes && !(await askYes(`Resolve ${selected.length} pending conflict(s) with --use ${argv.use}?`))) {
+      if (given.length === 0 && !argv.yes && !(await askYes(`Resolve ${selected.length} pending conflict(s) with ${described}?`))) {
         throw new SyncctlError('CONFIRMATION_REQUIRED', `${selected.length} pending conflict(s) selected: pass --yes to resolve them without a terminal to confirm on`);
       }
       const by = argv.by ?? process.env['USER'] ?? 'syncctl conflicts resolve';
       const results: ResolveResult[] = [];
       for (const sync of syncs) {
         const ids = selected.filter((r) => r.sync === sync.name).map((r) => r.id);
-        if (ids.length > 0) results.push(await resolveConflicts(sync, ids, argv.use, by));
+        if (ids.length > 0) results.push(await resolveConflicts(sync, ids, decision, by));
       }
       const sum = (k: keyof ResolveResult) => results.reduce((a, r) => a + r[k], 0);
-      print(`${sum('resolved')} resolved (${argv.use === 'incoming' ? 'the incoming change applied' : 'the target row kept'}), ` +
-        `${sum('replayed')} queued change(s) behind them applied` + (sum('failed') > 0 ? `, ${sum('failed')} failed and stay pending` : ''));
+      const how = typeof decision === 'object' ? `the incoming row written with ${[...decision.set.keys()].join(', ')} set`
+        : decision === 'incoming' ? 'the incoming change applied' : 'the target row kept';
+      print(`${sum('resolved')} resolved (${how}), ${sum('replayed')} queued change(s) behind them applied` + (sum('failed') > 0 ? `, ${sum('failed')} failed and stay pending` : ''));
     })
     .demandCommand(1, 'name a subcommand: list, show, retry or resolve'));
 }

@@ -19,8 +19,9 @@ import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { SEQ, UNCHANGED, renderApply, stageTableName } from '../apply/render-apply.ts';
+import { OP, SEQ, UNCHANGED, renderApply, stageTableName } from '../apply/render-apply.ts';
 import { CONFLICT_ID, renderSourceOrder, ROW_FAULT_SQLSTATE, type RetryMode, type SourceOrderTable } from '../apply/source-order.ts';
+import { planSetWrite, renderSetWrite, renderValueCheck, type Assignments, type SetTarget, type SetWrite } from './resolve-set.ts';
 
 export interface RetryFilter {
   /** These sync_conflicts ids only. */
@@ -101,10 +102,11 @@ async function replay(client: pg.Client, syncName: string, tables: ReadonlyMap<s
   await client.query(`DROP TABLE ${used.map((t) => stageTableName(t.apply)).join(', ')}`);
 }
 
-export type Decision = 'incoming' | 'current';
+/** `incoming` applies the parked change, `current` keeps the target row, `set` writes the incoming row with these columns set (resolve-set.ts). */
+export type Decision = 'incoming' | 'current' | { readonly set: Assignments };
 
 export interface ResolveResult {
-  /** Decided: the incoming change applied, or the target row kept. */
+  /** Decided: the incoming change applied, the target row kept, or the row written. */
   readonly resolved: number;
   /** Later changes of the same keys that had queued behind them, applied now. */
   readonly replayed: number;
@@ -112,17 +114,27 @@ export interface ResolveResult {
   readonly failed: number;
 }
 
+interface PendingConflict {
+  readonly id: string;
+  readonly table_name: string;
+  readonly key: Record<string, unknown>;
+  readonly change: StoredChange | null;
+}
+
 /**
  * Decides pending conflicts (a `manual` table's): `incoming` applies the parked change, `current`
- * keeps the target row. Either way the local change is forgotten (the row is syncctl's again) and
- * the changes of that key that queued behind it are applied after it, in order. The target row
- * is locked first: a change of that key the worker applies meanwhile waits, and lands after.
+ * keeps the target row, `set` writes the incoming row with columns set by a person. Either way
+ * the local change is forgotten (the row is syncctl's again) and the changes of that key that
+ * queued behind it are applied after it, in order. The target row is locked first: a change of
+ * that key the worker applies meanwhile waits, and lands after. With `set`, every conflict's
+ * columns and values are checked before anything is written.
  */
 export async function resolvePending(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>, ids: readonly number[],
   decision: Decision, by: string): Promise<ResolveResult> {
-  const { rows } = await client.query<{ id: string; table_name: string; key: Record<string, unknown>; change: StoredChange | null }>(
+  const { rows } = await client.query<PendingConflict>(
     `SELECT s.id::text AS id, s.table_name, s.key, s.change FROM syncctl.sync_conflicts AS s
       WHERE s.sync_name = $1 AND s.id = ANY ($2::bigint[]) AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id FOR UPDATE`, [syncName, ids]);
+  const writes = typeof decision === 'object' ? await planSets(client, syncName, tables, rows, decision.set) : undefined;
   let resolved = 0;
   let replayed = 0;
   let failed = 0;
@@ -132,9 +144,7 @@ export async function resolvePending(client: pg.Client, syncName: string, tables
     const t = tables.get(r.table_name);
     if (t === undefined) continue;
     // A conflict queued behind an older pending one of its key waits for that one's decision.
-    const older = (await client.query<{ id: string }>(
-      `SELECT s.id::text AS id FROM syncctl.sync_conflicts AS s WHERE s.sync_name = $1 AND s.table_name = $2 AND s.key = $3::jsonb AND s.id < $4
-         AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id LIMIT 1`, [syncName, r.table_name, r.key, r.id])).rows[0];
+    const older = await olderPending(client, syncName, r);
     if (older !== undefined) {
       throw new SyncctlError('SPEC_INVALID', `${syncName}.${r.table_name}: conflict ${r.id} is queued behind conflict ${older.id} of the same key ` +
         `${JSON.stringify(r.key)}: resolve ${older.id} first (its decision applies the changes queued behind it)`);
@@ -153,6 +163,8 @@ export async function resolvePending(client: pg.Client, syncName: string, tables
     if (decision === 'current') {
       await client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = $2, resolved_at = clock_timestamp(),
         reason = coalesce(reason || '; ', '') || 'decided: the target row kept' WHERE id = $1`, [r.id, by]);
+    } else if (writes !== undefined) {
+      await writeSet(client, syncName, t, r, writes.get(r.id)!, by);
     }
     const apply = [...(decision === 'incoming' ? [r] : []), ...queue].filter((c) => c.change !== null);
     await replay(client, syncName, tables, apply, { by, outcome: 'resolved' });
@@ -166,6 +178,123 @@ export async function resolvePending(client: pg.Client, syncName: string, tables
     }
   }
   return { resolved, replayed, failed };
+}
+
+/** The oldest pending conflict of the same key before `r`: `r` is queued behind it. */
+async function olderPending(client: pg.Client, syncName: string, r: PendingConflict): Promise<{ id: string } | undefined> {
+  return (await client.query<{ id: string }>(
+    `SELECT s.id::text AS id FROM syncctl.sync_conflicts AS s WHERE s.sync_name = $1 AND s.table_name = $2 AND s.key = $3::jsonb AND s.id < $4
+       AND s.outcome = 'pending' AND s.kind <> 'apply_error' ORDER BY s.id LIMIT 1`, [syncName, r.table_name, r.key, r.id])).rows[0];
+}
+
+/** A conflict's --set, planned: its table's shape now, its change as staged for that shape, what is written. */
+interface PlannedSet {
+  readonly at: SetTarget;
+  readonly shape: (name: string, asText: boolean) => SourceOrderTable;
+  readonly rows: readonly Record<string, unknown>[];
+  readonly write: SetWrite;
+}
+
+const isNewRow = (row: Record<string, unknown>) => row[OP] === 'W' || row[OP] === 'I';
+
+/**
+ * Checks --set for every selected conflict before anything is written: the columns (planSetWrite),
+ * then each value read as its column's type. The first problem is thrown, naming the conflict,
+ * its table and the column.
+ */
+async function planSets(client: pg.Client, syncName: string, tables: ReadonlyMap<string, RetryTable>, rows: readonly PendingConflict[],
+  assignments: Assignments): Promise<Map<string, PlannedSet>> {
+  const planned = new Map<string, PlannedSet>();
+  const keys = new Set<string>();
+  for (const r of rows) {
+    const t = tables.get(r.table_name);
+    // A conflict selected together with an older one of its key is replayed behind that one's decision, not written.
+    const key = `${r.table_name} ${JSON.stringify(r.key)}`;
+    if (t === undefined || keys.has(key)) continue;
+    keys.add(key);
+    // One queued behind an older pending conflict not selected is refused in resolvePending, with that one's id.
+    if (await olderPending(client, syncName, r) !== undefined) continue;
+    const at = { id: r.id, sync: syncName, table: r.table_name };
+    const shape = (_: string, asText: boolean) => buildBatchTable('resolve_set', t.resolved, publishedColumns(t.resolved), t.order, { asText });
+    const columns = shape('', false).apply.staged.map((c) => c.name);
+    const change = r.change;
+    if (change === null || !change.rows.some(isNewRow)) {
+      throw new SyncctlError('SPEC_INVALID', `conflict ${r.id} (${syncName}.${r.table_name}): ` + (change === null
+        ? 'the change was not kept with the conflict: there is no incoming row to set columns of; decide it with --use current'
+        : 'the incoming change deletes the row: there is no incoming row to set columns of; decide it with --use incoming or --use current'),
+      { details: { conflict: Number(r.id), sync: syncName, table: r.table_name } });
+    }
+    const staged = change.rows.map((row, i) => ({ ...row, [SEQ]: i + 1, [UNCHANGED]: remapUnchanged(row[UNCHANGED], change.columns, columns) }));
+    const unchanged = ((staged.findLast(isNewRow)![UNCHANGED] ?? []) as number[]).map((p) => columns[p - 1]!);
+    const write = planSetWrite(at, shape('', false).apply, t.resolved.targetFacts.columns, assignments, unchanged);
+    for (const s of write.set) {
+      await client.query('SAVEPOINT syncctl_set_value');
+      try {
+        await client.query(renderValueCheck(s.type), [s.value]);
+        await client.query('RELEASE SAVEPOINT syncctl_set_value');
+      } catch (error) {
+        await client.query('ROLLBACK TO SAVEPOINT syncctl_set_value; RELEASE SAVEPOINT syncctl_set_value');
+        throw new SyncctlError('SPEC_INVALID', `conflict ${r.id} (${syncName}.${r.table_name}): --set ${s.column}=${s.value}: ` +
+          `not a value of the column's type ${s.type}: ${(error as Error).message}`,
+        { details: { conflict: Number(r.id), sync: syncName, table: r.table_name, column: s.column } });
+      }
+    }
+    planned.set(r.id, { at, shape, rows: staged, write });
+  }
+  return planned;
+}
+
+/**
+ * --set for one conflict, its target row locked and its local change forgotten: the incoming row
+ * with the columns set, over the target row with the conflict's key, or inserted where there is
+ * none. The conflict is `resolved`, with the row written as its result; pending apply_errors of
+ * the key parked before it are superseded, as an applied change supersedes them.
+ */
+async function writeSet(client: pg.Client, syncName: string, t: RetryTable, r: PendingConflict, planned: PlannedSet, by: string): Promise<void> {
+  const { at, write } = planned;
+  const name = `${at.sync}.${at.table}`;
+  const table = await stage(client, planned.shape, at.table, planned.rows);
+  const statements = renderSetWrite(table.apply, write);
+  const values = write.set.map((s) => s.value);
+  if (statements.filter !== undefined && !(await client.query<{ keep: boolean }>(statements.filter)).rows[0]?.keep) {
+    throw new SyncctlError('SPEC_INVALID', `conflict ${at.id} (${name}): the incoming row does not pass the table's row filter (the change removes ` +
+      'the row from the target): there is no row to write; decide it with --use incoming or --use current', { details: { conflict: Number(at.id), sync: at.sync, table: at.table } });
+  }
+  let row: Record<string, unknown> | undefined;
+  await client.query('SAVEPOINT syncctl_set_write');
+  try {
+    row = (await client.query<{ row: Record<string, unknown> }>(statements.update, [r.key, ...values])).rows[0]?.row;
+    if (row === undefined && write.kept.length > 0) {
+      throw new SyncctlError('SPEC_INVALID', `conflict ${at.id} (${name}): --set ${write.kept.join(', ')}: the target has no row with this key, and the ` +
+        `incoming change left the TOAST values these are computed from unchanged (the stream does not carry them): set them too`,
+      { details: { conflict: Number(at.id), sync: at.sync, table: at.table, column: write.kept[0] } });
+    }
+    row ??= (await client.query<{ row: Record<string, unknown> }>(statements.insert, values)).rows[0]?.row;
+    await client.query('RELEASE SAVEPOINT syncctl_set_write');
+  } catch (error) {
+    await client.query('ROLLBACK TO SAVEPOINT syncctl_set_write; RELEASE SAVEPOINT syncctl_set_write');
+    if (error instanceof SyncctlError || !ROW_FAULT_SQLSTATE.test((error as { code?: string }).code ?? '')) throw error;
+    throw new SyncctlError('SPEC_INVALID', `conflict ${at.id} (${name}): the row with --set ${write.set.map((s) => s.column).join(', ')} cannot be written: ` +
+      `${(error as Error).message}`, { details: { conflict: Number(at.id), sync: at.sync, table: at.table, column: write.set[0]?.column } });
+  }
+  await client.query(`DROP TABLE ${stageTableName(table.apply)}`);
+  const target = t.resolved.table.target;
+  const newKey = row === undefined ? r.key : Object.fromEntries(table.apply.key.map((k) => [k, row![k]]));
+  // The old row was locked before its local change was forgotten; a row inserted under a key that had none was not: a local write there raced this one.
+  const raced = await client.query(`SELECT 1 FROM syncctl.local_changes AS c, jsonb_populate_record(NULL::${quoteQualified(target)}, $1::jsonb) AS k
+    WHERE c.target_table = $2 AND c.key IN (jsonb_build_object(${table.apply.key.map((k) => `${quoteLiteral(k)}, k.${quoteIdent(k)}`).join(', ')}), $3::jsonb)`,
+  [r.key, `${target.schema}.${target.name}`, newKey]);
+  if (raced.rows.length > 0) {
+    throw new SyncctlError('APPLY_FAILED', `conflict ${at.id} (${name}): a local write of the key ${JSON.stringify(newKey)} committed while the row was written: ` +
+      'nothing was applied; run the resolve again (syncctl conflicts show tells what the target holds now)', { details: { conflict: Number(at.id), sync: at.sync, table: at.table } });
+  }
+  await client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = clock_timestamp(),
+      reason = coalesce(reason || '; ', '') || 'superseded: a later change of this key was applied'
+    WHERE sync_name = $1 AND table_name = $2 AND kind = 'apply_error' AND outcome = 'pending' AND key IN ($3::jsonb, $4::jsonb) AND id < $5`,
+  [syncName, at.table, r.key, newKey, at.id]);
+  await client.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = $2, resolved_at = clock_timestamp(), result = $3::jsonb,
+      reason = coalesce(reason || '; ', '') || $4 WHERE id = $1`,
+  [at.id, by, row === undefined ? null : JSON.stringify(row), `decided: the incoming row written with ${write.set.map((s) => s.column).join(', ')} set`]);
 }
 
 /**
