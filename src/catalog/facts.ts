@@ -99,6 +99,8 @@ export interface SlotFacts {
   readonly invalidationReason?: string;
   readonly restartLsn: string | null;
   readonly confirmedFlushLsn: string | null;
+  /** A failover slot (PostgreSQL 17 and later; false before). */
+  readonly failover: boolean;
 }
 
 export interface TriggerFacts {

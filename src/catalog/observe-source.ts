@@ -58,15 +58,15 @@ export async function observeSlots(db: Connection, names: readonly string[]): Pr
   const { rows } = await db.query<{
     name: string; plugin: string | null; slot_type: string; database: string | null; active: boolean;
     active_pid: number | null; wal_status: string | null; restart_lsn: string | null; confirmed_flush_lsn: string | null;
-    invalidation_reason: string | null;
+    invalidation_reason: string | null; failover: boolean | null;
   }>(`
     SELECT slot_name::text AS name, plugin::text AS plugin, slot_type, database::text AS database, active, active_pid,
            wal_status, restart_lsn::text AS restart_lsn, confirmed_flush_lsn::text AS confirmed_flush_lsn,
-           to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
+           to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason, (to_jsonb(s) ->> 'failover')::boolean AS failover
       FROM pg_replication_slots AS s WHERE slot_name = ANY($1::text[])`, [names]);
   return new Map(rows.map((r) => [r.name, {
     name: r.name, plugin: r.plugin, slotType: r.slot_type, database: r.database, active: r.active, activePid: r.active_pid,
-    walStatus: r.wal_status, restartLsn: r.restart_lsn, confirmedFlushLsn: r.confirmed_flush_lsn,
+    walStatus: r.wal_status, restartLsn: r.restart_lsn, confirmedFlushLsn: r.confirmed_flush_lsn, failover: r.failover ?? false,
     ...(r.invalidation_reason === null ? {} : { invalidationReason: r.invalidation_reason }),
   }]));
 }

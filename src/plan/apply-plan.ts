@@ -3,6 +3,7 @@
  * statement where Postgres forbids a transaction). A failure stops the run with the change that
  * failed; everything before it is in place and a second apply continues from there.
  */
+import pg from 'pg';
 import { migrate } from 'postgres-migrations';
 import { postgresMessage } from '../catalog/analyze-mapping.ts';
 import { SYNCCTL_SCHEMA } from '../catalog/observe-target.ts';
@@ -26,6 +27,7 @@ export async function applyChange(change: Change, db: Connections, plan: SyncPla
       const tables = (change.copyTables ?? []).map((name) => plan.tables.get(name)!);
       await initialCopy({ sync: plan.sync, tables, createSlot: change.runner === 'initial-copy', ...(hooks.onCopyProgress ? { onProgress: hooks.onCopyProgress } : {}) });
     }
+    else if (change.runner === 'replication-command') await onReplicationConnection(plan.sync.sourceUrl, change);
     else if (change.transactional) await inTransaction(conn, change);
     else for (const statement of change.statements) await conn.query(statement.sql, statement.params);
   } catch (error) {
@@ -35,6 +37,18 @@ export async function applyChange(change: Change, db: Connections, plan: SyncPla
     });
   }
   hooks.onChange?.(change);
+}
+
+/** Statements only a replication connection accepts (ALTER_REPLICATION_SLOT). */
+async function onReplicationConnection(url: string, change: Change): Promise<void> {
+  const client = new pg.Client({ connectionString: url, replication: 'database', application_name: 'syncctl apply' } as pg.ClientConfig);
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    for (const statement of change.statements) await client.query(statement.sql);
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 async function inTransaction(conn: Connection, change: Change): Promise<void> {

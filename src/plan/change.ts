@@ -37,7 +37,8 @@ export interface Change {
    * `initial-copy`: create the slot with an exported snapshot and copy `copyTables` under it.
    * `table-copy`: copy `copyTables` under a temporary slot's snapshot (tables added to a sync, resumed copies).
    */
-  readonly runner?: 'migrate' | 'initial-copy' | 'table-copy';
+  /** replication-command: the statements run on a replication connection to the source. */
+  readonly runner?: 'migrate' | 'initial-copy' | 'table-copy' | 'replication-command';
   /**
    * The worker can stream correctly while this change is pending (a column list to narrow, a
    * tracking trigger, a table still to copy, which the worker waits for); it warns instead of

@@ -15,7 +15,7 @@ import {
   nativePublicationName, publicationName, renderAddPublicationTable, renderAlterPublicationOptions, renderCreatePublication,
   renderCreateSlot, renderCreateSubscription, renderDropPublication, renderDropPublicationTable, renderDropSlot,
   renderDetachAndDropSubscription, renderDropSubscription, renderDropTrigger, renderEnableSubscription, renderEnableTrigger, renderRefreshSubscription,
-  renderReplicaIdentity, renderTrackingTrigger, slotName, subscriptionName, type PublishedTable, type ReplicaIdentitySetting,
+  renderAlterSlotFailover, renderReplicaIdentity, renderTrackingTrigger, slotName, subscriptionName, type PublishedTable, type ReplicaIdentitySetting,
 } from './render-ddl.ts';
 
 export interface SyncState {
@@ -258,7 +258,12 @@ function diffSlot(state: SyncState, wanted: boolean): Change[] {
     : slot.database !== state.source.server.database ? `it belongs to database ${slot.database}`
     : slot.walStatus === 'lost' ? 'the WAL it needs was removed (wal_status lost)'
     : undefined;
-  if (!wrong) return [];
+  if (!wrong) {
+    const failover = sync.failover === true;
+    if (slot.failover === failover || state.source.server.versionNum < 170000) return [];
+    return [change(sync, 'update', 'source', `slot-failover:${name}`, `replication slot ${name}: failover ${failover ? 'on' : 'off'}`,
+      [renderAlterSlotFailover(name, failover)], { runner: 'replication-command' })];
+  }
   return [
     change(sync, 'delete', 'source', `slot:${name}`, `replication slot ${name}`, [renderDropSlot(name)],
       { destructive: true, reason: `${wrong}; recreating it loses its position: the tables are copied again` }),
@@ -270,7 +275,7 @@ function diffSlot(state: SyncState, wanted: boolean): Change[] {
 function initialCopy(state: SyncState, slot: string, action: 'create' | 'update'): Change {
   const tables = state.sync.tables.filter((t) => t.mode === 'mapped');
   return change(state.sync, action, 'source', `slot:${slot}`, `replication slot ${slot} (pgoutput) and the initial copy of ${tables.length} table(s)`,
-    [renderCreateSlot(slot), ...tables.map((t) => ({ sql: `-- copy ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)} under the slot's snapshot` }))],
+    [renderCreateSlot(slot, state.sync.failover === true), ...tables.map((t) => ({ sql: `-- copy ${formatQualifiedName(t.source)} -> ${formatQualifiedName(t.target)} under the slot's snapshot` }))],
     { runner: 'initial-copy', copyTables: tables.map((t) => t.name) });
 }
 

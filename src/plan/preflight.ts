@@ -28,6 +28,9 @@ export function preflight(sync: LoadedSync, source: SourceCatalog, target: Targe
   if (t.versionNum < MIN_SERVER_VERSION) {
     at('target', `the target runs PostgreSQL ${t.version}; syncctl supports PostgreSQL 15 and newer`);
   }
+  if (sync.failover && s.versionNum < 170000) {
+    at('failover', `failover slots need PostgreSQL 17 or newer on the source, which runs ${s.version}`);
+  }
   if (s.walLevel !== 'logical') {
     at('source', `wal_level is ${s.walLevel} on the source; logical replication needs wal_level = logical (ALTER SYSTEM SET wal_level = logical, then restart the server)`);
   }

@@ -62,8 +62,13 @@ export function renderReplicaIdentity(table: QualifiedName, identity: ReplicaIde
 }
 
 /** Display form: the slot is created on a replication connection, exporting its snapshot for the copy. */
-export function renderCreateSlot(slot: string): Statement {
-  return { sql: `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT 'export')` };
+export function renderCreateSlot(slot: string, failover = false): Statement {
+  return { sql: `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT 'export'${failover ? ', FAILOVER true' : ''})` };
+}
+
+/** Turns failover on or off for an existing slot (PostgreSQL 17 and later; a replication command). */
+export function renderAlterSlotFailover(slot: string, failover: boolean): Statement {
+  return { sql: `ALTER_REPLICATION_SLOT ${quoteIdent(slot)} (FAILOVER ${failover})` };
 }
 
 export function renderDropSlot(slot: string): Statement {

@@ -76,7 +76,7 @@ async function exportSnapshot(sync: LoadedSync, permanent: boolean): Promise<Exp
   const name = permanent ? slotName(sync.name) : `${slotName(sync.name)}_copy_${process.pid}`;
   // CREATE_REPLICATION_SLOT with an exported snapshot: valid while this connection stays idle.
   const { rows } = await client.query<{ consistent_point: string; snapshot_name: string }>(
-    `CREATE_REPLICATION_SLOT ${quoteIdent(name)} ${permanent ? '' : 'TEMPORARY '}LOGICAL pgoutput (SNAPSHOT 'export')`);
+    `CREATE_REPLICATION_SLOT ${quoteIdent(name)} ${permanent ? '' : 'TEMPORARY '}LOGICAL pgoutput (SNAPSHOT 'export'${permanent && sync.failover ? ', FAILOVER true' : ''})`);
   return { client, consistentPoint: rows[0]!.consistent_point, snapshotName: rows[0]!.snapshot_name };
 }
 

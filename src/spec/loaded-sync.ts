@@ -15,6 +15,8 @@ export interface LoadedSync {
   readonly tables: readonly LoadedTable[];
   /** `none`: only changes made on the source itself travel (see the spec's `origin`); absent: every change. */
   readonly origin?: 'any' | 'none';
+  /** The slot is a failover slot (PostgreSQL 17 and later); absent: it is not. */
+  readonly failover?: boolean;
 }
 
 export interface LoadedTable {

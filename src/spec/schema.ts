@@ -115,6 +115,11 @@ export const syncSchema = z
      * there (syncctl's reverse sync included): two syncs in opposite directions set it on both.
      */
     origin: z.enum(['any', 'none']).optional(),
+    /**
+     * PostgreSQL 17 and later: the slot is a failover slot, synchronized to physical standbys
+     * (sync_replication_slots there), so the sync survives a failover of the source.
+     */
+    failover: z.boolean().optional(),
     tables: z
       .record(identifier, tableSchema)
       .refine((tables) => Object.keys(tables).length > 0, 'expected at least one table'),

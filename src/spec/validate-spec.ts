@@ -262,6 +262,7 @@ export function validateSpec(file: string, displayFile: string, exported: unknow
   return {
     problems,
     validated,
-    loaded: { file, name: spec.name, sourceUrl, targetUrl, sourceEnv, targetEnv, tables: loadedTables, ...(spec.origin !== undefined ? { origin: spec.origin } : {}) },
+    loaded: { file, name: spec.name, sourceUrl, targetUrl, sourceEnv, targetEnv, tables: loadedTables, ...(spec.origin !== undefined ? { origin: spec.origin } : {}),
+      ...(spec.failover ? { failover: true } : {}) },
   };
 }

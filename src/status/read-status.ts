@@ -91,6 +91,8 @@ const slotRow = z.object({
   safeWalSizeBytes: z.number().nullable(),
   confirmedFlushLsn: z.string().nullable(),
   lagBytes: z.number().nullable(),
+  failover: z.boolean(),
+  standbySlots: z.string().nullable(),
 });
 
 /** False when the target has no syncctl schema yet (nothing was ever applied there). */
@@ -152,12 +154,14 @@ export async function readSlot(source: CommonQueryMethods, slot: string): Promis
   const row = await source.maybeOne(sql.type(slotRow)`
     SELECT s.active, s.wal_status AS "walStatus", (w.lsn - s.restart_lsn)::float8 AS "retainedWalBytes",
            s.safe_wal_size::float8 AS "safeWalSizeBytes", s.confirmed_flush_lsn::text AS "confirmedFlushLsn",
-           (w.lsn - s.confirmed_flush_lsn)::float8 AS "lagBytes"
+           (w.lsn - s.confirmed_flush_lsn)::float8 AS "lagBytes",
+           coalesce((to_jsonb(s) ->> 'failover')::boolean, false) AS failover,
+           nullif(current_setting('synchronized_standby_slots', true), '') AS "standbySlots"
       FROM pg_replication_slots AS s,
            (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END AS lsn) AS w
      WHERE s.slot_name = ${slot} AND s.database = current_database()`);
   if (row === null) {
-    return { slot: { name: slot, exists: false, active: false, walStatus: null, retainedWalBytes: null, safeWalSizeBytes: null, confirmedFlushLsn: null }, lagBytes: null };
+    return { slot: { name: slot, exists: false, active: false, walStatus: null, retainedWalBytes: null, safeWalSizeBytes: null, confirmedFlushLsn: null, failover: false, standbySlots: null }, lagBytes: null };
   }
   const { lagBytes, ...rest } = row;
   return { slot: { name: slot, exists: true, ...rest }, lagBytes };

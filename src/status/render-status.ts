@@ -34,6 +34,9 @@ function renderSlot(slot: NonNullable<SyncStatus['slot']>): string {
     `wal_status ${slot.walStatus ?? '-'}`,
     `retains ${slot.retainedWalBytes === null ? '-' : bytes(slot.retainedWalBytes)}`,
     `safe WAL size ${slot.safeWalSizeBytes === null ? 'unlimited' : bytes(slot.safeWalSizeBytes)}`,
+    ...(slot.failover ? [slot.standbySlots === null
+      ? 'failover slot (synchronized_standby_slots is not set: a standby may not have what the slot has consumed)'
+      : `failover slot, synchronized with standby slot(s) ${slot.standbySlots}`] : []),
   ].join(', ');
 }
 

@@ -59,9 +59,13 @@ export interface SlotStatus {
   /** WAL that can still be written before the slot is lost; null when max_slot_wal_keep_size is unlimited. */
   readonly safeWalSizeBytes: number | null;
   readonly confirmedFlushLsn: string | null;
+  /** A failover slot (PostgreSQL 17 and later), synchronized to the physical standbys that sync_replication_slots. */
+  readonly failover: boolean;
+  /** The source's synchronized_standby_slots: the standbys a failover slot never gets ahead of (null: none set). */
+  readonly standbySlots: string | null;
 }
 
-export type TableState = 'pending' | 'copying' | 'streaming' | 'paused' | 'unregistered';
+export type TableState = 'pending' | 'copying' | 'streaming' | 'paused' | 'held' | 'unregistered';
 
 export interface TableStatus {
   /** The spec's table name. */

@@ -70,7 +70,7 @@ function state(facts: TableFacts, applied: { registered: RegisteredTable[]; publ
     slots: applied.registered.length > 0
       ? new Map([['syncctl_fanout', {
         name: 'syncctl_fanout', plugin: 'pgoutput', slotType: 'logical', database: 'laas', active: false, activePid: null,
-        walStatus: 'reserved', restartLsn: '0/1', confirmedFlushLsn: '0/1',
+        walStatus: 'reserved', restartLsn: '0/1', confirmedFlushLsn: '0/1', failover: false,
       }]])
       : new Map(),
   };

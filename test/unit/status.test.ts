@@ -14,7 +14,7 @@ const healthy: SyncFacts = {
   name: 'shop', registered: true,
   leader: { alive: true, host: 'h1', pid: 7, since: '2026-01-01T00:00:00.000000Z', epoch: 2, lockBackendPid: 99 },
   lastCommit: { lsn: '0/16B3748', time: '2026-01-02T03:04:05.000000Z' }, lagBytes: 0,
-  slot: { name: 'syncctl_shop', exists: true, active: true, walStatus: 'reserved', retainedWalBytes: 2048, safeWalSizeBytes: null, confirmedFlushLsn: '0/16B3748' },
+  slot: { name: 'syncctl_shop', exists: true, active: true, walStatus: 'reserved', retainedWalBytes: 2048, safeWalSizeBytes: null, confirmedFlushLsn: '0/16B3748', failover: false, standbySlots: null },
   tables: [table()],
 };
 
