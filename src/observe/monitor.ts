@@ -53,23 +53,24 @@ export async function runMonitor(options: MonitorOptions, signal: AbortSignal): 
   let target: DatabasePool | undefined;
   let heartbeat = options.heartbeat;
   let failing = false;
+  let walStatus: string | null | undefined;
   try {
     while (!signal.aborted) {
       try {
         source ??= await createPool(sync.sourceUrl, { maximumPoolSize: 1, captureStackTrace: false });
         target ??= await createPool(sync.targetUrl, { maximumPoolSize: 1, captureStackTrace: false });
-        if (heartbeat) {
-          try {
-            events.emit('source', await sampleSource(source, sync.name, true));
-          } catch (error) {
-            // Not allowed (or not possible) here: lag is then measured on commit times alone.
-            heartbeat = false;
-            logger.warn({ err: redactSecrets((error as Error).message, secrets) }, 'cannot write heartbeats on the source (pg_logical_emit_message); lag is measured without them');
-            events.emit('source', await sampleSource(source, sync.name, false));
-          }
-        } else {
-          events.emit('source', await sampleSource(source, sync.name, false));
+        let sample: SourceSample;
+        try {
+          sample = await sampleSource(source, sync.name, heartbeat);
+        } catch (error) {
+          if (!heartbeat) throw error;
+          // Not allowed (or not possible) here: lag is then measured on commit times alone.
+          heartbeat = false;
+          logger.warn({ err: redactSecrets((error as Error).message, secrets) }, 'cannot write heartbeats on the source (pg_logical_emit_message); lag is measured without them');
+          sample = await sampleSource(source, sync.name, false);
         }
+        events.emit('source', sample);
+        walStatus = noteWalStatus(walStatus, sample, logger);
         events.emit('target', await sampleTarget(target, sync.name));
         if (failing) logger.info('monitor sampling again');
         failing = false;
@@ -124,6 +125,19 @@ async function sampleTarget(pool: DatabasePool, syncName: string): Promise<Targe
      WHERE t.sync_name = ${syncName}
      ORDER BY t.table_name`);
   return { tables };
+}
+
+/**
+ * Says so in the log when the slot's wal_status turns unreserved (past max_slot_wal_keep_size:
+ * the next checkpoint may remove WAL it needs) or lost, and when it is reserved again.
+ */
+function noteWalStatus(before: string | null | undefined, sample: SourceSample, logger: Logger): string | null {
+  const now = sample.slot ? sample.slot.walStatus : 'gone';
+  if (now === before) return now;
+  if (now === 'unreserved') logger.warn({ walStatus: now }, 'the slot retains more WAL than max_slot_wal_keep_size: the next checkpoint may remove WAL it needs');
+  else if (now === 'lost' || now === 'gone') logger.error({ walStatus: now }, 'the slot is lost or gone: the worker stops at its next read; syncctl apply makes a new one (--allow-destroy drops a lost one)');
+  else if (before === 'unreserved') logger.info({ walStatus: now }, 'the slot\'s WAL is reserved again');
+  return now;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
