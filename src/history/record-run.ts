@@ -5,6 +5,7 @@
  * anything with `query(text, values)`; reads for people are in read-runs.ts.
  */
 import { hostname } from 'node:os';
+import { redactConnectionStrings } from '../observe/redact.ts';
 
 export type RunKind = 'apply' | 'copy' | 'resync' | 'verify' | 'repair' | 'pause' | 'resume' | 'worker';
 
@@ -44,7 +45,22 @@ export async function startRun(db: RunWriter, run: RunStart): Promise<number> {
     `INSERT INTO syncctl.runs (sync_name, kind, table_name, started_at, counts, detail, host, pid)
      VALUES ($1, $2, $3, coalesce($4::timestamptz, clock_timestamp()), $5::jsonb, $6, $7, $8)
      RETURNING id::float8 AS id`,
-    [run.sync, run.kind, run.table ?? null, run.startedAt?.toISOString() ?? null, JSON.stringify(run.counts ?? {}), run.detail ?? null, hostname(), process.pid],
+    [run.sync, run.kind, run.table ?? null, run.startedAt?.toISOString() ?? null, JSON.stringify(run.counts ?? {}), clean(run.detail), hostname(), process.pid],
+  );
+  return (result.rows[0] as { id: number }).id;
+}
+
+/**
+ * Inserts a run that is already over (a pause or resume: one statement, recorded in its
+ * transaction; or a run whose outcome was known before syncctl.runs could be written).
+ */
+export async function recordFinishedRun(db: RunWriter, run: RunStart & RunEnd): Promise<number> {
+  const result = await db.query(
+    `INSERT INTO syncctl.runs (sync_name, kind, table_name, started_at, ended_at, outcome, counts, detail, host, pid)
+     VALUES ($1, $2, $3, coalesce($4::timestamptz, clock_timestamp()), clock_timestamp(), $5, $6::jsonb, $7, $8, $9)
+     RETURNING id::float8 AS id`,
+    [run.sync, run.kind, run.table ?? null, run.startedAt?.toISOString() ?? null, run.outcome, JSON.stringify(run.counts ?? {}), clean(run.detail),
+      hostname(), process.pid],
   );
   return (result.rows[0] as { id: number }).id;
 }
@@ -55,7 +71,7 @@ export async function finishRun(db: RunWriter, id: number, end: RunEnd): Promise
     `UPDATE syncctl.runs SET ended_at = clock_timestamp(), outcome = $2,
        counts = coalesce($3::jsonb, counts), detail = coalesce($4, detail)
      WHERE id = $1`,
-    [id, end.outcome, end.counts === undefined ? null : JSON.stringify(end.counts), end.detail ?? null],
+    [id, end.outcome, end.counts === undefined ? null : JSON.stringify(end.counts), clean(end.detail)],
   );
 }
 
@@ -105,4 +121,13 @@ export async function recordRun<T>(
 export function messageOf(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   return message.split('\n', 1)[0] ?? message;
+}
+
+/** Details are read by people and scripts: no password, and not a novel. */
+const MAX_DETAIL = 2_000;
+
+function clean(detail: string | undefined): string | null {
+  if (detail === undefined) return null;
+  const text = redactConnectionStrings(detail);
+  return text.length > MAX_DETAIL ? `${text.slice(0, MAX_DETAIL - 1)}…` : text;
 }

@@ -10,6 +10,7 @@ import { applyChange, withApplyLock } from './apply-plan.ts';
 import type { Change } from './change.ts';
 import type { CopyProgress } from '../snapshot/initial-copy.ts';
 import { planDestroy, planSync, type SyncPlan } from './plan-sync.ts';
+import { ApplyHistory } from '../history/record-apply.ts';
 
 export interface ApplyOptions {
   /** Destructive changes run only with this, or when `confirm` says yes. */
@@ -70,7 +71,7 @@ async function runLocked(
       });
       opened.push({ sync, target, source });
     }
-    return await lockedApply(opened, (sync, target, source) => makePlan(sync, { source: source!, target }), options);
+    return await lockedApply(opened, (sync, target, source) => makePlan(sync, { source: source!, target }), options, true);
   } finally {
     await closeAll(opened);
   }
@@ -81,10 +82,11 @@ async function lockedApply(
   opened: readonly Opened[],
   makePlan: (sync: LoadedSync, target: Connection, source: Connection | undefined) => Promise<SyncPlan>,
   options: ApplyOptions,
+  recordRuns = false,
 ): Promise<SyncPlan[]> {
   const step = async (i: number, plans: SyncPlan[]): Promise<SyncPlan[]> => {
     if (i === opened.length) {
-      await confirmAndApply(plans, opened, options);
+      await confirmAndApply(plans, opened, options, recordRuns);
       return plans;
     }
     const { sync, target, source } = opened[i]!;
@@ -93,7 +95,7 @@ async function lockedApply(
   return step(0, []);
 }
 
-async function confirmAndApply(plans: readonly SyncPlan[], opened: readonly Opened[], options: ApplyOptions): Promise<void> {
+async function confirmAndApply(plans: readonly SyncPlan[], opened: readonly Opened[], options: ApplyOptions, recordRuns: boolean): Promise<void> {
   options.onPlan?.(plans);
   const destructive = plans.flatMap((p) => p.changes).filter((c) => c.destructive);
   if (destructive.length > 0 && !options.allowDestroy) {
@@ -106,10 +108,21 @@ async function confirmAndApply(plans: readonly SyncPlan[], opened: readonly Open
   }
   for (const plan of plans) {
     const conns = opened.find((o) => o.sync === plan.sync)!;
-    for (const change of plan.changes) {
-      if (change.side === 'source' && !conns.source) continue;
-      await applyChange(change, { source: conns.source!, target: conns.target }, plan, options);
+    // Run history (syncctl.runs): one 'apply' run per sync, one 'copy' run per table copied.
+    const history = recordRuns ? new ApplyHistory(conns.target, plan.sync.name) : undefined;
+    const hooks = history ? { ...options, onCopyProgress: (p: CopyProgress) => { history.copyProgress(p); options.onCopyProgress?.(p); } } : options;
+    try {
+      for (const change of plan.changes) {
+        if (change.side === 'source' && !conns.source) continue;
+        await history?.beforeChange(change);
+        await applyChange(change, { source: conns.source!, target: conns.target }, plan, hooks);
+        await history?.afterChange(change);
+      }
+    } catch (error) {
+      await history?.finish(error);
+      throw error;
     }
+    await history?.finish();
   }
 }
 
