@@ -204,3 +204,25 @@ test('a held table resynced, and a resync cut short: the table waits for its cop
   expect(resyncs[1]!.ended_at).not.toBeNull();
   expect(worker!.child.exitCode).toBeNull();
 });
+
+test('resume with no worker running: the table streams again and the next worker replays what was held', async () => {
+  expectStatus(await runSyncctl(['pause', dir, 'lc.items'], env()), 0);
+  load = startLoad();
+  await waitFor('items changes held', async () => (await held()) > 0, 30_000);
+  await load.stop();
+  load = undefined;
+  // Everything the source wrote is read and held (or applied, for notes) before the worker stops.
+  await expectTargetMatches(dbs(), sync.tables.filter((t) => t.name === 'notes'), { what: 'notes before the worker stops', timeoutMs: 60_000 });
+  worker!.child.kill('SIGTERM');
+  await worker!.exited;
+  const n = await held();
+
+  const resumed = expectStatus(await runSyncctl(['resume', dir, 'items', '--json'], env()), 0);
+  expect(JSON.parse(resumed.stdout)).toMatchObject({ sync: 'lc', table: 'items', heldChanges: n, state: 'streaming', replay: { kind: 'no-worker', heldChanges: n } });
+  expect(await held()).toBe(n);
+
+  worker = spawnWorker(dir, env());
+  await waitForStreaming(dbs(), 'lc');
+  await expectTargetMatches(dbs(), sync.tables, { what: 'after the next worker replayed the held changes', timeoutMs: 60_000 });
+  expect(await held()).toBe(0);
+});
