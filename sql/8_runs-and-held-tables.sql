@@ -7,15 +7,19 @@ ALTER TABLE syncctl.sync_tables ADD CONSTRAINT sync_tables_state_check
   CHECK (state IN ('pending', 'copying', 'streaming', 'paused', 'held'));
 
 -- The stream worker's guard (replaces 4_expect-tables.sql's): the sync's mapped tables are the
--- ones it routes, and the tables it applies as streaming still are (a pause or a resync changed
--- that: SQLSTATE SYTAB, and the worker starts its session over from the checkpoint with the
--- tables' states read again, so the change of state falls between two of its transactions).
-CREATE FUNCTION syncctl.expect_tables(sync text, routed text[], streaming text[]) RETURNS void
+-- ones it routes, and the tables it applies as streaming still are, from the copy it knows of
+-- (snapshot_lsn: a resync that went copying and back to streaming between two of its commits
+-- changed it). Otherwise SQLSTATE SYTAB, and the worker starts its session over from the
+-- checkpoint with the tables read again, so the change falls between two of its transactions.
+-- `snapshots` holds the snapshot position the worker knows for each of `streaming`.
+CREATE FUNCTION syncctl.expect_tables(sync text, routed text[], streaming text[], snapshots pg_lsn[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
   IF EXISTS (SELECT 1 FROM syncctl.sync_tables AS t
-              WHERE t.sync_name = sync AND t.mode = 'mapped'
-                AND (t.table_name <> ALL (routed) OR (t.table_name = ANY (streaming) AND t.state <> 'streaming'))) THEN
+              WHERE t.sync_name = sync AND t.mode = 'mapped' AND t.table_name <> ALL (routed))
+     OR EXISTS (SELECT 1 FROM unnest(streaming, snapshots) AS s (table_name, snapshot_lsn)
+                  JOIN syncctl.sync_tables AS t ON t.sync_name = sync AND t.table_name = s.table_name
+                 WHERE t.state <> 'streaming' OR t.snapshot_lsn IS DISTINCT FROM s.snapshot_lsn) THEN
     RAISE EXCEPTION 'sync % has mapped tables this worker does not route, or routes in another state', sync USING ERRCODE = 'SYTAB';
   END IF;
 END

@@ -18,6 +18,8 @@ export interface TargetCatalog {
   /** Registered syncs (name -> spec file) and their tables. */
   readonly syncs: ReadonlyMap<string, { specFile: string }>;
   readonly registeredTables: readonly RegisteredTable[];
+  /** syncctl's replication origins of this database (`syncctl_<database oid>_<sync>_<n>`, see the worker's tagWrites). */
+  readonly origins?: readonly string[];
 }
 
 export async function observeTarget(
@@ -36,7 +38,16 @@ export async function observeTarget(
     subscriptions: await observeSubscriptions(db, wanted.subscriptions),
     syncs: registered.syncs,
     registeredTables: registered.tables,
+    origins: await observeOrigins(db),
   };
+}
+
+/** pg_replication_origin is shared by the cluster: the names carry this database's oid. */
+async function observeOrigins(db: Connection): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `SELECT roname AS name FROM pg_replication_origin
+      WHERE starts_with(roname, 'syncctl_' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '_') ORDER BY 1`);
+  return rows.map((r) => r.name);
 }
 
 async function observeSchemaVersion(db: Connection): Promise<number | undefined> {

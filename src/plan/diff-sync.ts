@@ -7,7 +7,7 @@ import { tableKey, type RegisteredTable, type TableFacts } from '../catalog/fact
 import type { SourceCatalog } from '../catalog/observe-source.ts';
 import type { TargetCatalog } from '../catalog/observe-target.ts';
 import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
-import { formatQualifiedName, parseQualifiedName, quoteQualified, type QualifiedName } from '../sql/quote.ts';
+import { formatQualifiedName, parseQualifiedName, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import type { Change, Statement } from './change.ts';
 import type { SourceTableDecision } from './decide-source-table.ts';
 import type { Migration } from './migrations.ts';
@@ -58,6 +58,12 @@ export function destroySync(state: Omit<SyncState, 'source'> & { source: SourceC
     // Without the source, DROP SUBSCRIPTION cannot drop its slot there (and fails): detach it.
     changes.push(change(sync, 'delete', 'target', `subscription:${sub}`, `subscription ${sub}${source ? '' : ' (its slot stays on the unreachable source)'}`,
       source ? [renderDropSubscription(sub)] : renderDetachAndDropSubscription(sub), { destructive: true, transactional: false }));
+  }
+  // The worker's replication origins (origin 'none'): each holds a replication state slot of the target server until dropped.
+  for (const origin of target.origins ?? []) {
+    if (!new RegExp(`^syncctl_\\d+_${sync.name}_\\d+$`).test(origin)) continue;
+    changes.push(change(sync, 'delete', 'target', `origin:${origin}`, `replication origin ${origin}`,
+      [{ sql: `SELECT pg_replication_origin_drop(${quoteLiteral(origin)})` }]));
   }
   for (const trigger of target.triggers.values()) {
     if (trigger.args[0] !== sync.name) continue;

@@ -223,7 +223,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // applied there.
     second = await connect('target', sync.targetUrl, 'syncctl run');
     for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
-    const tagged = await tagWrites([target, second], sync.name, logger);
+    const tagged = sync.origin === 'none' && await tagWrites([target, second], sync.name, logger);
     const primary = new BatchWriter(target.client, sync.name, { origin: tagged });
     const secondary = new BatchWriter(second.client, sync.name, { origin: tagged });
     await primary.prepare();
@@ -239,9 +239,12 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // Called again whenever a route's state changes.
     const guardTables = () => {
       const names = allRoutes().map((r) => quoteLiteral(r.resolved.table.name));
-      const streaming = allRoutes().filter((r) => r.state === 'streaming').map((r) => quoteLiteral(r.resolved.table.name));
+      const streaming = allRoutes().filter((r) => r.state === 'streaming');
+      const tables = streaming.map((r) => quoteLiteral(r.resolved.table.name));
+      const snapshots = streaming.map((r) => (r.snapshotLsn === 0n ? 'NULL' : quoteLiteral(formatLsn(r.snapshotLsn))));
       for (const w of writers) {
-        w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[], ARRAY[${streaming.join(', ')}]::text[])${fence}`);
+        w.setGuard(`SELECT syncctl.expect_tables(${quoteLiteral(sync.name)}, ARRAY[${names.join(', ')}]::text[], ` +
+          `ARRAY[${tables.join(', ')}]::text[], ARRAY[${snapshots.join(', ')}]::pg_lsn[])${fence}`);
       }
     };
     guardTables();
@@ -952,15 +955,19 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
 }
 
 /**
- * Tags every write of the worker's target sessions with a replication origin of its own
- * (`syncctl_<sync>_<n>`: an origin is active in one session at a time), so that a sync reading
- * this database the other way with origin 'none' does not send them back. Returns false, with a
- * warning, where the role may not (the grants are in `plan --grants`): the writes then go untagged.
+ * Under origin 'none' (one of two syncs in opposite directions), tags every write of the worker's
+ * target sessions with a replication origin of its own, so that the sync reading this database
+ * the other way (origin 'none' too) does not send them back. Names are
+ * `syncctl_<target database oid>_<sync>_<n>`: origins are shared by the cluster, and one is active
+ * in one session at a time. Each holds one of the server's replication state slots until
+ * `syncctl destroy` drops it. Returns false, with a warning, where the role may not (see
+ * `plan --grants`): the writes then go untagged.
  */
 async function tagWrites(sessions: readonly Connection[], syncName: string, logger: Logger): Promise<boolean> {
   try {
     for (const [i, session] of sessions.entries()) {
-      const name = `syncctl_${syncName}_${i}`;
+      const name = (await session.query<{ name: string }>(
+        `SELECT 'syncctl_' || oid || '_' || $1 || '_' || $2 AS name FROM pg_database WHERE datname = current_database()`, [syncName, i])).rows[0]!.name;
       await session.query(`SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, [name]).catch((error: { code?: string }) => {
         // Created meanwhile by another process: it exists, which is all that is needed.
         if (error.code !== '23505') throw error;

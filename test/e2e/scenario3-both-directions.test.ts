@@ -5,7 +5,9 @@
  * its owner last wrote it, and nothing echoes: each worker applied exactly the other side's own
  * writes (its applied count), never the other worker's.
  */
+import type pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { destroyAll } from '../../src/plan/reconcile.ts';
 import type { LoadedSync } from '../../src/spec/loaded-sync.ts';
 import { useSpecDir, waitFor } from '../support/cli.ts';
 import { apply, loadSync, randomInt, sleep, startWorker, waitForStreaming, type InProcessWorker } from '../support/stream.ts';
@@ -118,4 +120,16 @@ test('both directions under concurrent writes: equal under the ownership rule, n
     expect(kinds.rows.filter((r) => r['kind'] === 'apply_error' || r['outcome'] === 'pending')).toEqual([]);
   }
   for (const w of workers) expect(w.finished()).toBe(false);
+}, 120_000);
+
+test('destroy drops the replication origins the workers tagged their writes with', async () => {
+  for (const w of workers.splice(0)) await w.stop();
+  const origins = async (client: pg.Client) => (await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_replication_origin WHERE roname LIKE 'syncctl\\_%' AND roname LIKE ANY (ARRAY['%\\_crm\\_to\\_legacy\\_%', '%\\_legacy\\_to\\_crm\\_%'])`)).rows[0]!.n;
+  expect(await origins(dbs().target)).toBe(2);
+  expect(await origins(dbs().source)).toBe(2);
+  await destroyAll([crmToLegacy], { allowDestroy: true });
+  await destroyAll([legacyToCrm], { allowDestroy: true });
+  expect(await origins(dbs().target)).toBe(0);
+  expect(await origins(dbs().source)).toBe(0);
 }, 120_000);

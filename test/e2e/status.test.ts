@@ -214,7 +214,7 @@ test('a slot dropped by hand degrades (exit 1)', async () => {
   await dbs().source.query(`SELECT pg_drop_replication_slot('syncctl_status')`);
   const { result, sync: s } = await status();
   expect(result.status).toBe(1);
-  expect(s.slot).toEqual({ name: 'syncctl_status', exists: false, active: false, walStatus: null, retainedWalBytes: null, safeWalSizeBytes: null, confirmedFlushLsn: null });
+  expect(s.slot).toEqual({ name: 'syncctl_status', exists: false, active: false, walStatus: null, retainedWalBytes: null, safeWalSizeBytes: null, confirmedFlushLsn: null, failover: false, standbySlots: null });
   expect(s.lagBytes).toBeNull();
   expect(s.problems).toEqual(['replication slot syncctl_status does not exist on the source']);
   expect((await runSyncctl(['status', dir], env)).stdout).toMatch(/slot +syncctl_status: missing/);
