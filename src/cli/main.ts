@@ -12,13 +12,16 @@ import { runCommand } from './run-command.ts';
 import { demoCommand } from './demo-command.ts';
 import { conflictsCommand } from './conflicts-command.ts';
 import { statusCommand } from './status-command.ts';
+import { verifyCommand } from './verify-command.ts';
+import { tableCommands } from './table-commands.ts';
+import { historyCommand } from './history-command.ts';
 
 export async function main(args: string[]): Promise<number> {
   const cli = yargs(args)
     .scriptName('syncctl')
     .usage('$0 <command> [options]\n\nDeclarative sync between PostgreSQL databases over logical replication.')
     .strict()
-    .demandCommand(1, 'name a command: demo, plan, apply, destroy, run, status or conflicts')
+    .demandCommand(1, 'name a command: demo, plan, apply, destroy, run, status, verify, conflicts, pause, resume, resync or history')
     .epilogue('Exit status: 0 ok, 1 runtime failure, 2 invalid input or pending changes (plan --detailed-exitcode).')
     .example('$0 demo', 'scenario 1 on two embedded PostgreSQL servers, end to end')
     .example('$0 plan specs/ --sql', 'what apply would create, change or drop, with its SQL')
@@ -26,6 +29,9 @@ export async function main(args: string[]): Promise<number> {
     .example('$0 run specs/', 'stream changes until SIGTERM')
     .example('$0 destroy specs/ --allow-destroy', 'remove what syncctl created; target rows stay')
     .example('$0 conflicts list specs/', 'pending conflicts and parked changes')
+    .example('$0 resync specs/ laas_to_orgs.users', 'copy one table again while the others stream')
+    .example('$0 verify specs/ --repair', 'prove the target equals the mapped source; re-apply what differs')
+    .example('$0 history specs/', 'what ran: applies, copies, resyncs, pauses, worker sessions')
     .help()
     .version(false)
     .fail((message, error) => {
@@ -40,6 +46,9 @@ export async function main(args: string[]): Promise<number> {
   demoCommand(cli);
   conflictsCommand(cli);
   statusCommand(cli);
+  verifyCommand(cli);
+  tableCommands(cli);
+  historyCommand(cli);
   try {
     await cli.parseAsync();
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
