@@ -7,7 +7,7 @@ import type { ApplyTable } from './render-apply.ts';
  * The set-based apply shape of a resolved table, for source columns delivered in `stagedColumns`
  * order (the stream's Relation message, or the initial copy's column list).
  */
-export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], options: { asText?: boolean } = {}): ApplyTable {
+export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], options: { asText?: boolean; skipUnchanged?: boolean } = {}): ApplyTable {
   const { table, decision } = resolved;
   const staged = stagedColumns.map((name) => {
     const stagingType = resolved.stagingTypes.get(name) ?? 'text';
@@ -25,6 +25,7 @@ export function buildApplyTable(id: string, resolved: ResolvedTable, stagedColum
     keyTypes: resolved.key.map((k) => resolved.targetFacts.columns.find((c) => c.name === k)?.type ?? 'text'),
     ...keySources(resolved, stagedColumns, options.asText === true),
     ...targetOwned(resolved),
+    ...(options.skipUnchanged ? { skipUnchanged: true } : {}),
   };
 }
 
@@ -38,7 +39,7 @@ function targetOwned(resolved: ResolvedTable): { targetOwned?: string[] } {
 }
 
 /** The batch writer's view of a resolved table: its apply shape, and what a parked change records of it. */
-export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number, options: { asText?: boolean } = {}): BatchTable {
+export function buildBatchTable(id: string, resolved: ResolvedTable, stagedColumns: readonly string[], order: number, options: { asText?: boolean; skipUnchanged?: boolean } = {}): BatchTable {
   const { table } = resolved;
   return { apply: buildApplyTable(id, resolved, stagedColumns, options), tableName: table.name, onError: table.onError, order, strategy: table.conflict.strategy, conflict: table.conflict };
 }

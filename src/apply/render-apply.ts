@@ -67,6 +67,12 @@ export interface ApplyTable {
    * target's value cannot overwrite it (both directions, scenario 3).
    */
   readonly targetOwned?: readonly string[];
+  /**
+   * An upsert leaves a row alone when it would write the values it has (compared as text: every
+   * type has one, not every type has equality). The copy sets it: a recopy (a resync, a new slot
+   * after one was lost) then writes only the rows that differ.
+   */
+  readonly skipUnchanged?: boolean;
 }
 
 /** The non-key target columns an incoming update writes: all of them but those the target owns. */
@@ -199,9 +205,12 @@ export function renderApply(table: ApplyTable): ApplyStatements {
 
   const deleteRows = `DELETE FROM ${target} AS t USING ${last} AS l WHERE ${isDelete} AND ${keyMatch('l')}`;
   const insertCols = table.columns.map((c) => quoteIdent(c.target));
+  const differs = (alias: string) => (table.skipUnchanged
+    ? ` WHERE ROW(${updated.map((c) => `t.${quoteIdent(c.target)}`).join(', ')})::text IS DISTINCT FROM ROW(${updated.map((c) => `${alias}.${quoteIdent(c.target)}`).join(', ')})::text`
+    : '');
   const onConflict = updated.length === 0
     ? 'DO NOTHING'
-    : `DO UPDATE SET ${updated.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}`;
+    : `DO UPDATE SET ${updated.map((c) => `${quoteIdent(c.target)} = excluded.${quoteIdent(c.target)}`).join(', ')}${differs('excluded')}`;
   const upsertRows =
     `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `l.${c}`).join(', ')} FROM ${last} AS l ` +
     `WHERE ${isPlainWrite} ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`;
@@ -262,7 +271,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     const written = `(SELECT ${mappedColumns.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} IN ('W', 'I') AND ${keep}) AS s`;
     return {
       updateRows: `UPDATE ${target} AS t SET ${updated.map((c) => `${quoteIdent(c.target)} = s.${quoteIdent(c.target)}`).join(', ')} ` +
-        `FROM ${written} WHERE ${keyMatch('s')}`,
+        `FROM ${written} WHERE ${keyMatch('s')}${differs('s').replace(' WHERE ', ' AND ')}`,
       insertMissing: `INSERT INTO ${target} AS t (${insertCols.join(', ')}) SELECT ${insertCols.map((c) => `s.${c}`).join(', ')} FROM ${written} ` +
         `WHERE NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${keyMatch('s')}) ON CONFLICT (${keyCols.join(', ')}) ${onConflict}`,
     };

@@ -278,7 +278,8 @@ async function copyChunk(
   try {
     const writer = new BatchWriter(target.client, sync.name);
     const id = `copy_${chunk.index}`;
-    writer.register(buildBatchTable(id, resolved, columns, order));
+    // A row the target has already, with the same values, is not written again (a recopy writes what differs).
+    writer.register(buildBatchTable(id, resolved, columns, order, { skipUnchanged: true }));
     await writer.begin();
     let rows: number | undefined;
     if (path.direct && !path.fellBack && !(await hasLocalChanges(target, resolved))) {
