@@ -93,6 +93,9 @@ const SOURCE_WINS = { strategy: 'source-wins' } as const;
 const HAS = 'syncctl$has';
 const SEEN = 'syncctl$seen';
 const LCT = 'syncctl$lct';
+/** The versions (xmin) of the local-change entries the careful pass saw: one it deletes after writing that is not among them raced it. */
+const SEENX = 'syncctl$seenx';
+const RACED = 'syncctl$raced';
 const KIND = 'syncctl$kind';
 const WIN = 'syncctl$win';
 const OUTCOME = 'syncctl$outcome';
@@ -131,6 +134,8 @@ DECLARE
   ${HAS} boolean;
   ${SEEN} boolean := false;
   ${LCT} timestamptz;
+  ${SEENX} text[];
+  ${RACED} boolean;
   ${KIND} text;
   ${WIN} text;
   ${OUTCOME} text;
@@ -148,6 +153,7 @@ WHILE ${TX} < cardinality(syncctl$seqs) AND syncctl$seqs[${TX} + 1] <= ${C}.seq 
 ${PK} := CASE WHEN ${C}.op = 'W' THEN ${K} END;
 ${OK} := true;
 ${SEEN} := false;
+${SEENX} := NULL;
 ${KIND} := NULL;
 ${body}
 END LOOP;
@@ -219,17 +225,18 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     `${incomputable.length > 0 ? `IF ${incomputable.join(' OR ')} THEN\n` +
       `${parkHere(`CASE WHEN NOT EXISTS (SELECT 1 FROM ${target} AS t WHERE ${where}) THEN ${reasonMissing} ELSE ${reasonPartial} END`)}\nELSIF` : 'IF'} NOT ${N}.${quoteIdent(KEEP)} THEN\n${notKept}\n` +
     `ELSE\n${updateToasted(where, withKey)}\nIF NOT FOUND THEN\n${parkHere(reasonMissing)}\nEND IF;\nEND IF;`;
-  // Change tracking (see the header): a change applied with no conflict must not meet a local
-  // change after the fact. The fast pass fails on one (SQLSTATE SYCON), so that the careful pass
-  // meets it with the rule; the careful pass looked before it wrote (the row locked), so one it
-  // finds now raced it: a serialization failure, the batch is retried.
+  // Change tracking (see the header): a change applied must not meet a local change after the
+  // fact. The fast pass fails on one (SQLSTATE SYCON), so that the careful pass meets it with the
+  // rule; the careful pass looked before it wrote, so an entry it deletes now that is not one it
+  // saw (a version, xmin, it did not see) raced it: a serialization failure, the batch is retried.
   const tracked = table.tracked;
   const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
   const keyJson = (rec: string) => `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${rec}.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
   const localKeys = (recs: readonly string[]) => `c.target_table = ${targetName} AND c.key IN (${recs.map(keyJson).join(', ')})`;
   const localCheck = (recs: readonly string[]) => (!tracked ? '' : careful
-    ? `DELETE FROM syncctl.local_changes AS c WHERE ${localKeys(recs)};\n` +
-      `IF FOUND AND NOT ${SEEN} THEN RAISE EXCEPTION 'a local write of % raced the worker', ${targetName} USING ERRCODE = '40001'; END IF;`
+    ? `WITH gone AS (DELETE FROM syncctl.local_changes AS c WHERE ${localKeys(recs)} RETURNING c.xmin::text AS "syncctl$x") ` +
+      `SELECT bool_or(NOT coalesce(gone."syncctl$x" = ANY (${SEENX}), false)) INTO ${RACED} FROM gone;\n` +
+      `IF ${RACED} THEN RAISE EXCEPTION 'a local write of % raced the worker', ${targetName} USING ERRCODE = '40001'; END IF;`
     : `PERFORM syncctl.local_changes_found(${targetName}) FROM syncctl.local_changes AS c WHERE ${localKeys(recs)};`);
   // The new row of a write, and the old key: of the pair's old row, or the write's own.
   const writeRecs = `IF ${PK} IS NOT NULL THEN\n${localCheck([O, N])}\nELSE\n${localCheck([N])}\nEND IF;`;
@@ -255,12 +262,19 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
       `ELSE\n${write}\nEND IF;`;
   }
 
-  // Careful, with change tracking: the target row is locked, then its local change looked up.
+  // Careful, with change tracking: the local changes of the keys are looked up, then the target
+  // row is locked. In this order, the row is at least as new as every local change seen (the two
+  // commit together), and a local write that commits after the lookup (in between, or into a row
+  // that did not exist, which no lock holds) is an entry the write finds unseen: localCheck. The
+  // other order lost a local INSERT committing between the two: the lock missed its row, the
+  // lookup saw its entry, and the insert was taken for a change meeting no row.
   // O is the key of the row the change meets (the pair's old row, the write's own key, the
   // delete's key); a pair also looks at its new key.
   const cr = currentVar(index);
-  const detect = (recs: readonly string[]) => `SELECT t.* INTO ${cr} FROM ${target} AS t WHERE ${keyMatch(O)} FOR UPDATE OF t;\n${HAS} := FOUND;\n` +
-    `SELECT c.changed_at INTO ${LCT} FROM syncctl.local_changes AS c WHERE ${localKeys(recs)} ORDER BY c.changed_at DESC LIMIT 1;\n${SEEN} := FOUND;\n` +
+  const detect = (recs: readonly string[]) =>
+    `SELECT max(c.changed_at), array_agg(c.xmin::text) INTO ${LCT}, ${SEENX} FROM syncctl.local_changes AS c WHERE ${localKeys(recs)};\n` +
+    `${SEEN} := ${SEENX} IS NOT NULL;\n` +
+    `SELECT t.* INTO ${cr} FROM ${target} AS t WHERE ${keyMatch(O)} FOR UPDATE OF t;\n${HAS} := FOUND;\n` +
     `${KIND} := CASE WHEN NOT ${SEEN} THEN NULL WHEN ${C}.op = 'I' THEN CASE WHEN ${HAS} THEN 'insert_exists' END ` +
     `WHEN NOT ${HAS} THEN CASE WHEN ${C}.op = 'D' THEN 'delete_missing' ELSE 'update_missing' END ELSE 'locally_modified' END;`;
   const rule = t.conflict ?? SOURCE_WINS;

@@ -131,3 +131,22 @@ describe('merge: a change meeting a row is written column by column', () => {
     expect(render({ strategy: 'manual' })).not.toContain(`'merge'`);
   });
 });
+
+describe('conflict detection under concurrency (careful, tracked)', () => {
+  const sql = renderSourceOrder('s', [{ ...table, conflict: { strategy: 'source-wins' } }], marks, true);
+
+  test('the local changes are looked up before the target row is locked (a local insert committing in between is then unseen, not missed)', () => {
+    const lookup = sql.indexOf('SELECT max(c.changed_at), array_agg(c.xmin::text) INTO syncctl$lct, syncctl$seenx FROM syncctl.local_changes AS c');
+    const lock = sql.indexOf('FOR UPDATE OF t;\nsyncctl$has := FOUND;');
+    expect(lookup).toBeGreaterThan(0);
+    expect(lock).toBeGreaterThan(lookup);
+  });
+
+  test('an entry the write deletes that is not a version the lookup saw fails the batch as a serialization failure', () => {
+    expect(sql).toContain(`WITH gone AS (DELETE FROM syncctl.local_changes AS c WHERE c.target_table = 'public.docs' AND c.key IN (jsonb_build_object('id', syncctl$n."id"::integer)) ` +
+      `RETURNING c.xmin::text AS "syncctl$x") SELECT bool_or(NOT coalesce(gone."syncctl$x" = ANY (syncctl$seenx), false)) INTO syncctl$raced FROM gone;\n` +
+      `IF syncctl$raced THEN RAISE EXCEPTION 'a local write of % raced the worker', 'public.docs' USING ERRCODE = '40001'; END IF;`);
+    // What the lookup saw is per change.
+    expect(sql).toContain('syncctl$seen := false;\nsyncctl$seenx := NULL;\n');
+  });
+});
