@@ -25,11 +25,15 @@ import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { publicationName, slotName } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
-import { formatLsn, parseLsn, PgoutputDecoder, UNCHANGED_TOAST, type Lsn, type RelationMessage, type Tuple } from './pgoutput-decoder.ts';
+import { formatLsn, parseLsn, PgoutputDecoder, type Lsn, type RelationMessage } from './pgoutput-decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
 import { StreamedTransactions, type StreamedTable } from './streamed-transactions.ts';
 import { HeldChanges } from './held-changes.ts';
 import { ParkedRetry } from './parked-retry.ts';
+import { tagWrites } from './origins.ts';
+import { parseRepair, REPAIR_PREFIX, type Repair } from './repair-message.ts';
+import { isTransient } from './transient.ts';
+import { fillUnchanged, withoutUnchanged } from './tuples.ts';
 
 export interface WorkerOptions {
   readonly sync: LoadedSync;
@@ -955,62 +959,6 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
 }
 
 /**
- * Under origin 'none' (one of two syncs in opposite directions), tags every write of the worker's
- * target sessions with a replication origin of its own, so that the sync reading this database
- * the other way (origin 'none' too) does not send them back. Names are
- * `syncctl_<target database oid>_<sync>_<n>`: origins are shared by the cluster, and one is active
- * in one session at a time. Each holds one of the server's replication state slots until
- * `syncctl destroy` drops it. Returns false, with a warning, where the role may not (see
- * `plan --grants`): the writes then go untagged.
- */
-async function tagWrites(sessions: readonly Connection[], syncName: string, logger: Logger): Promise<boolean> {
-  try {
-    for (const [i, session] of sessions.entries()) {
-      const name = (await session.query<{ name: string }>(
-        `SELECT 'syncctl_' || oid || '_' || $1 || '_' || $2 AS name FROM pg_database WHERE datname = current_database()`, [syncName, i])).rows[0]!.name;
-      await session.query(`SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, [name]).catch((error: { code?: string }) => {
-        // Created meanwhile by another process: it exists, which is all that is needed.
-        if (error.code !== '23505') throw error;
-      });
-      await session.query('SELECT pg_replication_origin_session_setup($1)', [name]);
-    }
-    return true;
-  } catch (error) {
-    if ((error as { code?: string }).code !== '42501') throw error;
-    logger.warn({ err: describe(error) }, 'the target role may not use replication origins: the worker\'s writes are not tagged, ' +
-      'and a sync reading the target back would send them back (see syncctl plan --grants)');
-    return false;
-  }
-}
-
-/** The prefix of the logical messages `syncctl verify --repair` writes on the source. */
-export const REPAIR_PREFIX = 'syncctl.repair';
-
-/** A repair message's content (JSON). */
-export interface Repair {
-  readonly sync: string;
-  /** The spec's table name. */
-  readonly table: string;
-  /** Source columns of `rows`. */
-  readonly columns: readonly string[];
-  /** Whole source rows as text. */
-  readonly rows: readonly (readonly (string | null)[])[];
-  /** Target keys to delete: target key column -> text value. */
-  readonly deleteKeys: readonly Record<string, string>[];
-}
-
-function parseRepair(content: Buffer): Repair {
-  const r = JSON.parse(content.toString('utf8')) as Partial<Repair>;
-  const strings = (a: unknown) => Array.isArray(a) && a.every((v) => v === null || typeof v === 'string');
-  if (typeof r.sync !== 'string' || typeof r.table !== 'string' || !Array.isArray(r.columns) || !strings(r.columns) ||
-    !Array.isArray(r.rows) || !r.rows.every((row) => strings(row) && row.length === r.columns!.length) ||
-    !Array.isArray(r.deleteKeys) || !r.deleteKeys.every((k) => typeof k === 'object' && k !== null)) {
-    throw new Error('a repair needs sync, table, columns, rows (one value per column) and deleteKeys');
-  }
-  return r as Repair;
-}
-
-/**
  * Where the changes being applied come from, for conflicts parked while applying them: set for
  * every source transaction, formatted only when a conflict reads it.
  */
@@ -1074,40 +1022,6 @@ function brokenMapping(resolved: ResolvedTable, relation: RelationMessage): stri
   });
   if (retyped.length > 0) return `source column(s) ${retyped.join(', ')} read by the mapping or row filter changed type`;
   return undefined;
-}
-
-/** The tuple with unchanged TOAST values as null: the same array when it has none (the usual case). */
-function withoutUnchanged(tuple: Tuple): (Buffer | null)[] {
-  if (!tuple.includes(UNCHANGED_TOAST)) return tuple as (Buffer | null)[];
-  return tuple.map((v) => (v === UNCHANGED_TOAST ? null : v));
-}
-
-/** Unchanged TOAST values come from the old row when it is whole (REPLICA IDENTITY FULL); else their positions are kept. */
-function fillUnchanged(tuple: Tuple, old: Tuple | undefined): { values: (Buffer | null)[]; unchanged: number[] | null } {
-  if (!tuple.includes(UNCHANGED_TOAST)) return { values: tuple as (Buffer | null)[], unchanged: null };
-  let unchanged: number[] | null = null;
-  const values = tuple.map((v, i) => {
-    if (v !== UNCHANGED_TOAST) return v;
-    const o = old?.[i];
-    if (o !== undefined && o !== UNCHANGED_TOAST) return o;
-    (unchanged ??= []).push(i + 1);
-    return null;
-  });
-  return { values, unchanged };
-}
-
-/**
- * Errors that say nothing about the rows: connection loss, and SQLSTATE classes 08 (connection),
- * 40 (serialization failure, deadlock), 53 (insufficient resources), 57 (operator intervention:
- * cancel, shutdown), 58 (system error), 55P03 (lock not available) and 55006 (object in use: the
- * slot, while the walsender of a process that lost the lead has not gone yet).
- */
-export function isTransient(error: unknown): boolean {
-  if (error instanceof SyncctlError) return error.code === 'CONNECTION_FAILED';
-  const code = (error as { code?: string }).code ?? '';
-  const message = error instanceof Error ? error.message : '';
-  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', '55P03', '55006'].includes(code) || /^(08|40|53|57|58)/.test(code) ||
-    /Connection terminated|terminating connection|server closed the connection/i.test(message);
 }
 
 function describe(error: unknown): string {

@@ -14,7 +14,7 @@ import { SyncctlError } from '../errors.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { applyValueSettings, type ValueSettings } from '../snapshot/source-evaluation.ts';
 import { quoteQualified } from '../sql/quote.ts';
-import { REPAIR_PREFIX, type Repair } from '../stream/worker.ts';
+import { REPAIR_PREFIX, type Repair } from '../stream/repair-message.ts';
 import { sourceRowsByKey, versionOf } from './read-rows.ts';
 import type { Finding } from './recheck.ts';
 import { renderWholeRows } from './render-verify-sql.ts';
