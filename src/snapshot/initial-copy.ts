@@ -14,8 +14,9 @@
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
+import { buildApplyTable, buildBatchTable, publishedColumns } from '../apply/apply-table.ts';
 import { BatchWriter } from '../apply/batch-writer.ts';
+import { OP } from '../apply/render-apply.ts';
 import { resolveParkedSql } from '../apply/parked.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
@@ -31,6 +32,7 @@ import { postgresMessage } from '../catalog/analyze-mapping.ts';
 import { applyValueSettings, decideCopyPath, readValueSettings, type CopyPath, type ValueSettings } from './source-evaluation.ts';
 import { pruneRecopy, isRecopy, restartCopy, hasCopyState } from './prune-recopy.ts';
 import { existingChunks, PARALLEL, planChunks, sourceFilenode, type Chunk } from './chunk-plan.ts';
+import { applyMeetingPresentRows, hasPresentMarks, markPresentRows } from './copy-conflicts.ts';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 
@@ -134,6 +136,7 @@ async function copyTable(
   sync: LoadedSync, resolved: ResolvedTable, snapshot: ExportedSnapshot, target: Connection, order: number, options: InitialCopyOptions,
 ): Promise<number> {
   const { table } = resolved;
+  const conflicts = await presentRows(sync, resolved, target, options.logger);
   // Changes that commit before the table's first snapshot are in the copy; the stream skips them.
   const startedAt = Date.now();
   let rows = 0;
@@ -150,7 +153,7 @@ async function copyTable(
         WHERE sync_name = $1 AND table_name = $2`, [sync.name, table.name, snapshot.consistentPoint]);
     const chunks = existing.chunks.length > 0 ? existing.chunks : await planChunks(sync, resolved, snapshot.snapshotName, target);
     chunkCount = chunks.length;
-    path = await choosePath(sync, resolved, target, chunks);
+    path = { ...await choosePath(sync, resolved, target, chunks), ...conflicts };
     options.logger?.info({ table: table.name, path: path.direct ? 'direct' : 'staged', reason: path.reason },
       path.direct ? 'copy path: COPY straight into the target table' : 'copy path: staged and applied like the stream');
     const pending = chunks.filter((c) => !c.done);
@@ -206,13 +209,42 @@ async function copyTable(
   return rows;
 }
 
-type TablePath = CopyPath & {
+type TablePath = CopyPath & Partial<CopyConflicts> & {
   /** The target session's value settings (made lossless), given to every source session of the copy. */
   readonly settings: ValueSettings;
   /** Chunks that went the direct way; a chunk that had to fall back turns the rest of the table to staging. */
   chunksDirect: number;
   fellBack: boolean;
 };
+
+interface CopyConflicts {
+  /** A table's first copy (not a recopy): its rows are staged as source INSERTs, and meet present rows as insert_exists. */
+  readonly asInserts: boolean;
+  /** Rows the target held before the first copy are marked (copy-conflicts.ts): each chunk forgets those the same as its rows. */
+  readonly presentRows: boolean;
+}
+
+/**
+ * Before a table's first chunk: on its first copy, the rows the target holds are marked as local
+ * inserts, so that the copy, and later the stream, meets them under the table's conflict rule
+ * (copy-conflicts.ts). Committed before the chunks are planned: a copy cut short resumes with the
+ * marks it has not met yet. A recopy marks nothing: the target's rows are syncctl's, but for
+ * those written locally since, which local_changes records already.
+ */
+async function presentRows(sync: LoadedSync, resolved: ResolvedTable, target: Connection, logger: Logger | undefined): Promise<CopyConflicts> {
+  const { table } = resolved;
+  if (table.mode !== 'mapped') return { asInserts: false, presentRows: false };
+  const shape = buildApplyTable('copy', resolved, publishedColumns(resolved));
+  if (!(await hasCopyState(target, sync.name, table.name))) {
+    const marked = (await target.query(markPresentRows(shape))).rowCount ?? 0;
+    if (marked > 0) {
+      logger?.info({ table: table.name, rows: marked }, 'the target table holds rows: each meets the table\'s conflict rule when the copy or the stream brings its key (insert_exists)');
+    }
+  }
+  const asInserts = !(await isRecopy(target, sync.name, table.name));
+  const { rows } = await target.query<{ any: boolean }>(hasPresentMarks(shape));
+  return { asInserts, presentRows: asInserts && rows[0]!.any };
+}
 
 /**
  * The direct path (COPY of the mapped rows straight into the target table) skips the staging
@@ -279,7 +311,8 @@ async function copyChunk(
     const writer = new BatchWriter(target.client, sync.name);
     const id = `copy_${chunk.index}`;
     // A row the target has already, with the same values, is not written again (a recopy writes what differs).
-    writer.register(buildBatchTable(id, resolved, columns, order, { skipUnchanged: true }));
+    const shape = buildBatchTable(id, resolved, columns, order, { skipUnchanged: true });
+    writer.register(shape);
     await writer.begin();
     let rows: number | undefined;
     if (path.direct && !path.fellBack && !(await hasLocalChanges(target, resolved))) {
@@ -294,9 +327,13 @@ async function copyChunk(
       if (rows !== undefined) path.chunksDirect++;
     }
     if (rows === undefined) {
-      const out = source.client.query(copyTo(`COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(table.source)}${where}) TO STDOUT`));
-      await writer.stageCopy(id, columns, out);
-      await writer.applyStaged({ lsn: snapshot.consistentPoint, commitTime: null });
+      // A first copy's rows are source INSERTs: one meeting a row the target held is insert_exists.
+      const op = path.asInserts ? [`'I'`] : [];
+      const out = source.client.query(copyTo(`COPY (SELECT ${[...op, ...columns.map(quoteIdent)].join(', ')} FROM ${quoteQualified(table.source)}${where}) TO STDOUT`));
+      await writer.stageCopy(id, path.asInserts ? [OP, ...columns] : columns, out);
+      const context = { lsn: snapshot.consistentPoint, commitTime: null };
+      if (path.presentRows) await applyMeetingPresentRows(writer, target, shape, new Map(resolved.targetFacts.columns.map((c) => [c.name, c.type])), context);
+      else await writer.applyStaged(context);
       rows = out.rowCount;
     }
     // Read while the COPY's lock still holds the file: the rows came from this one. Another file
