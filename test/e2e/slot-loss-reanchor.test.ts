@@ -93,6 +93,7 @@ test('a slot lost under load: a new slot and a copy that writes only what differ
   const rows = Number((await dbs().target.query<{ n: string }>(`SELECT count(*)::text AS n FROM accounts_copy`)).rows[0]!.n);
   console.log(`slot loss: ${streamed} source transactions under load, then ${MISSED} with the slot gone; the re-anchor wrote ${reanchor} rows of ${rows}`);
   expect(reanchor).toBeGreaterThan(0);
-  // What the load changed before the kill that the dead worker had not committed, and what changed with no slot: not the table.
-  expect(reanchor).toBeLessThan(rows / 10);
+  // What the load changed that the dead worker had not committed, and what changed with no slot
+  // (how much depends on the load's pace): a recopy without the check writes every row.
+  expect(reanchor).toBeLessThan(rows / 4);
 }, 180_000);
