@@ -154,8 +154,10 @@ export class NativeContestant implements Contestant {
 }
 
 export interface SyncctlContext extends ContestantContext {
-  readonly identSyncs: readonly LoadedSync[];
-  readonly identDir: string;
+  /** The sync(s) of its spec directory; the first names its slot and checkpoint. */
+  readonly syncs: readonly LoadedSync[];
+  /** What `syncctl run` is given. */
+  readonly specDir: string;
   readonly workerEnv: Record<string, string>;
   readonly workerLog: () => string;
 }
@@ -171,7 +173,7 @@ export class SyncctlContestant implements Contestant {
 
   constructor(ctx: SyncctlContext) {
     this.ctx = ctx;
-    const sync = ctx.identSyncs[0]!.name;
+    const sync = ctx.syncs[0]!.name;
     this.walsenderApp = `syncctl syncctl_${sync}`;
     const applied = `coalesce((SELECT commit_lsn - '0/0' FROM syncctl.checkpoints WHERE sync_name = '${sync}'), 0)::float8`;
     this.appliedSql = `SELECT extract(epoch from clock_timestamp())::float8, ${applied}`;
@@ -182,11 +184,11 @@ export class SyncctlContestant implements Contestant {
 
   /** The initial copy alone (timed by the caller); the worker starts in startWorker(). */
   async setup(): Promise<void> {
-    await applyAll(this.ctx.identSyncs, { allowDestroy: true });
+    await applyAll(this.ctx.syncs, { allowDestroy: true });
   }
 
   async startWorker(): Promise<WorkerProcess> {
-    this.worker = WorkerProcess.start(this.ctx.identDir, this.ctx.workerEnv, this.ctx.workerLog());
+    this.worker = WorkerProcess.start(this.ctx.specDir, this.ctx.workerEnv, this.ctx.workerLog());
     await this.worker.waitStreaming();
     return this.worker;
   }
@@ -200,13 +202,13 @@ export class SyncctlContestant implements Contestant {
 
   async resume(): Promise<number> {
     const t0 = now();
-    this.worker = WorkerProcess.start(this.ctx.identDir, this.ctx.workerEnv, this.ctx.workerLog());
+    this.worker = WorkerProcess.start(this.ctx.specDir, this.ctx.workerEnv, this.ctx.workerLog());
     return t0;
   }
 
   async teardown(): Promise<void> {
     await this.worker?.stop();
     this.worker = undefined;
-    await destroyAll(this.ctx.identSyncs, { allowDestroy: true });
+    await destroyAll(this.ctx.syncs, { allowDestroy: true });
   }
 }

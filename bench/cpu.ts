@@ -74,7 +74,8 @@ interface Activity {
   readonly what: string;
 }
 
-const ACTIVITY_SQL = `SELECT pid, backend_type, application_name,
+// A process starting or exiting can show NULL backend_type and application_name.
+const ACTIVITY_SQL = `SELECT pid, coalesce(backend_type, '') AS backend_type, coalesce(application_name, '') AS application_name,
     CASE WHEN wait_event IS NOT NULL THEN wait_event_type || ':' || wait_event
          WHEN state = 'active' OR state IS NULL THEN 'CPU' ELSE state END AS what
   FROM pg_stat_activity WHERE pid <> pg_backend_pid()`;

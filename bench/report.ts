@@ -42,6 +42,11 @@ export class Results {
     m.values[who].push(value);
   }
 
+  /** The median of one contestant's values of a metric (NaN when it has none). */
+  median(scenario: string, metric: string, who: ContestantName): number {
+    return median(this.metrics.get(`${scenario}\u0000${metric}`)?.values[who] ?? []);
+  }
+
   toJSON(): unknown {
     return [...this.metrics.values()];
   }
@@ -116,22 +121,23 @@ export function fmt(v: number, unit: string): string {
 }
 
 /**
- * Replaces this mode's section of RESULTS.md (full and quick runs keep one section each), or
- * appends it; the rest of the file stays.
+ * Replaces this section of RESULTS.md (one per mode, and one per mode and scenario set for ONLY
+ * runs: config.ts's SECTION), or appends it; the rest of the file stays.
  */
-export function writeResultsFile(file: string, mode: string, section: string): void {
-  const start = `<!-- bench:${mode}:start -->`;
-  const end = `<!-- bench:${mode}:end -->`;
+export function writeResultsFile(file: string, key: string, section: string): void {
+  const start = `<!-- bench:${key}:start -->`;
+  const end = `<!-- bench:${key}:end -->`;
   const block = `${start}\n${section.trim()}\n${end}`;
   let text = existsSync(file) ? readFileSync(file, 'utf8') : '# syncctl benchmark results\n\n' +
-    'Written by `npm run bench` (section "full") and `npm run bench:quick` (section "quick"); each run replaces its own section.\n' +
+    'Written by `npm run bench` (section "full") and `npm run bench:quick` (section "quick"); a run with ONLY naming other scenarios than the ' +
+    'default writes its own section ("full-g" for `ONLY=g`); each run replaces its own section.\n' +
     'The method is described under "How each number is measured" in each section.\n';
   const i = text.indexOf(start);
   const j = text.indexOf(end);
   if (i >= 0 && j > i) text = text.slice(0, i) + block + text.slice(j + end.length);
   else {
     // The full run's section first.
-    if (mode === 'full') {
+    if (key === 'full') {
       const q = text.indexOf('<!-- bench:quick:start -->');
       text = q >= 0 ? `${text.slice(0, q)}${block}\n\n${text.slice(q)}` : `${text.trimEnd()}\n\n${block}\n`;
     } else text = `${text.trimEnd()}\n\n${block}\n`;

@@ -14,252 +14,39 @@
  * LIVE_SECONDS (30; quick 3), PGBENCH_RATE (default: 80 % of native's unthrottled tps, measured
  * in the first native round), NATIVE_STREAMING (off: the reference native subscription's),
  * NATIVE_PARALLEL_REPS (in how many repetitions, the first ones, native with streaming = parallel
- * runs; REPS, quick 1; 0 = not at all), ONLY ("a b c d f": scenarios to run),
+ * runs; REPS, quick 1; 0 = not at all), ONLY (scenarios to run: "a b c d f v", quick "a b c d f";
+ * also e, and g: the conflicts backlog; a run of another set than the default has its own section
+ * in RESULTS.md),
  * BENCH_PGBIN (directory of pgbench and pg_recvlogical).
  * Diagnostics (a run with them is not a result to record): BENCH_SERVER_SETTINGS
  * ("log_min_duration_statement=0,..." on both servers), BENCH_WORKER_ARGS ("--batch-ms 5"),
  * BENCH_WORKER_NODE_OPTIONS ("--cpu-prof --cpu-prof-dir=/tmp/prof"), BENCH_WORKER_LOG_LEVEL (info).
  */
-import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { startLocalCluster, type LocalCluster, type PostgresMajor } from '../src/embedded/local-cluster.ts';
+import { startLocalCluster, type LocalCluster } from '../src/embedded/local-cluster.ts';
 import { applyAll, destroyAll } from '../src/plan/reconcile.ts';
 import { loadSpecs } from '../src/spec/load-specs.ts';
-import type { LoadedSync } from '../src/spec/loaded-sync.ts';
-import { NATIVE_PUB, NATIVE_WORKERS, nativeBestStreaming, NativeContestant, SyncctlContestant, type Contestant } from './contestants.ts';
-import { CpuWindow, formatCores, postmasterPid } from './cpu.ts';
+import { BENCH_DIR, commandLine, CONFIG, DEFAULT_SET, MODE, QUICK, ROWS, ROWS_TEXT, SECTION, SERVER_SETTINGS, want } from './config.ts';
+import { METHOD_G, scenarioG, targetsG } from './conflicts-backlog.ts';
+import { NATIVE_PUB, nativeBestStreaming, NativeContestant, SyncctlContestant, type Contestant } from './contestants.ts';
+import { CpuWindow, postmasterPid } from './cpu.ts';
 import { Db, now, sleep } from './db.ts';
+import {
+  catalogChurn, CatchUpTimeout, checkpointBoth, cpuNote, drainBacklog, markerTxn, noSlotsLeft, resetTarget, runPgbench, sameData, settleSlot,
+  waitApplied, writeBacklog, type Bench, type Caught,
+} from './harness.ts';
 import { LagProbe, timeLags } from './lag.ts';
+import { OUT, say, started } from './log.ts';
 import { fmt, Results, writeResultsFile } from './report.ts';
 import { MAPPED_TARGET_DDL, PGBENCH_TABLES, SOURCE_ENV, TARGET_ENV, writeSpecs } from './specs.ts';
 import { percentile } from './stats.ts';
-import { ensureTools, type Tools } from './tools.ts';
+import { ensureTools } from './tools.ts';
+import { METHOD_V, scenarioV, targetsV } from './verify-repair.ts';
 import { childLabels, killAllChildren, track } from './worker-process.ts';
 
-const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-const QUICK = process.argv.includes('--quick') || process.env['BENCH_QUICK'] === '1';
-const MODE = QUICK ? 'quick' : 'full';
-
-function envNumber(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${v}`);
-  return n;
-}
-
-const CONFIG = {
-  major: envNumber('PG_MAJOR', 18) as PostgresMajor,
-  reps: envNumber('REPS', 3),
-  scale: envNumber('SCALE', QUICK ? 1 : 10),
-  backlogTx: envNumber('BACKLOG_TX', QUICK ? 2_000 : 150_000),
-  liveSeconds: envNumber('LIVE_SECONDS', QUICK ? 3 : 30),
-  fixedRate: process.env['PGBENCH_RATE'] ? envNumber('PGBENCH_RATE', 0) : undefined,
-  rateFraction: 0.8,
-  calibrateSeconds: QUICK ? 1 : 10,
-  clients: 4,
-  threads: 2,
-  nativeStreaming: process.env['NATIVE_STREAMING'] ?? 'off',
-  /** Repetitions (the first ones) with the native streaming = parallel contestant; quick: one, to stay under 2.5 minutes. */
-  parallelReps: process.env['NATIVE_PARALLEL_REPS'] === '0' ? 0 : envNumber('NATIVE_PARALLEL_REPS', QUICK ? 1 : envNumber('REPS', 3)),
-  only: new Set((process.env['ONLY'] ?? 'a b c d f').split(/[\s,]+/).filter(Boolean)),
-  pollMs: 10,
-  /** (d): how long to wait for catch-up after the load before giving up on that repetition. */
-  catchUpTimeoutS: envNumber('CATCH_UP_TIMEOUT', QUICK ? 3 : 60),
-};
-const ROWS = CONFIG.scale * 100_000;
-const ROWS_TEXT = ROWS >= 1e6 ? `${ROWS / 1e6}M` : `${ROWS / 1e3}k`;
-const want = (s: string) => CONFIG.only.has(s);
-
-/** Server settings, the same for both servers and both contestants (the reference's, durable defaults restored). */
-const SERVER_SETTINGS: Record<string, string | number> = {
-  fsync: 'on',
-  synchronous_commit: 'on',
-  full_page_writes: 'on',
-  shared_buffers: '512MB',
-  max_wal_size: '4GB',
-  autovacuum: 'off',
-  max_replication_slots: 10,
-  max_wal_senders: 10,
-  // Logical replication workers (one subscription at a time: 1 apply worker + up to 2 table sync
-  // workers during the copy + up to 2 parallel apply workers on 16+), taken from max_worker_processes.
-  // Set here, not left to the embedded cluster's defaults, so that they are the same on both servers
-  // and shown in the report.
-  max_worker_processes: 32,
-  max_logical_replication_workers: 16,
-  max_sync_workers_per_subscription: 2,
-  ...(CONFIG.major >= 16 ? { max_parallel_apply_workers_per_subscription: 2 } : {}),
-  // Full: the default. Quick: (b)'s transaction (100k rows) stays under 64 MB decoded (seen: not
-  // streamed), so streaming = parallel would not stream it (the full run's 1M rows are streamed, and
-  // spilled by streaming = off); 8 MB makes quick decode it as the full run does. syncctl's worker
-  // sets 8 MB for its own walsender either way (--decoding-work-mem), so it is not affected.
-  logical_decoding_work_mem: QUICK ? '8MB' : '64MB',
-  // Diagnostics only (e.g. log_min_duration_statement=200): BENCH_SERVER_SETTINGS="name=value,name=value",
-  // applied to both servers and printed with the others.
-  ...Object.fromEntries((process.env['BENCH_SERVER_SETTINGS'] ?? '').split(',').filter((kv) => kv.includes('='))
-    .map((kv) => [kv.slice(0, kv.indexOf('=')).trim(), kv.slice(kv.indexOf('=') + 1).trim()])),
-};
-
-// ------------------------------------------------------------------------------------------
-// Logging
-
-const started = now();
-const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-const OUT = path.join(BENCH_DIR, 'out', `${stamp}-${MODE}`);
-mkdirSync(OUT, { recursive: true });
-const DETAILS = path.join(OUT, 'details.log');
-
-function say(line: string): void {
-  // In tenths first, so that 119.96 s reads 02:00.0, not 01:60.0.
-  const tenths = Math.round((now() - started) * 10);
-  const text = `[${String(Math.floor(tenths / 600)).padStart(2, '0')}:${((tenths % 600) / 10).toFixed(1).padStart(4, '0')}] ${line}`;
-  process.stderr.write(`${text}\n`);
-  appendFileSync(DETAILS, `${text}\n`);
-}
-
-// ------------------------------------------------------------------------------------------
-// Context
-
-interface Bench {
-  readonly tools: Tools;
-  readonly source: LocalCluster;
-  readonly target: LocalCluster;
-  readonly src: Db;
-  readonly tgt: Db;
-  /** Extra source / target connections for the samplers. */
-  readonly srcDense: Db;
-  readonly srcReplay: Db;
-  readonly tgtPoll: Db;
-  readonly tgtPoll2: Db;
-  readonly native: NativeContestant;
-  /** Native with streaming = parallel (PG 15: on). */
-  readonly nativeBest: NativeContestant;
-  readonly syncctl: SyncctlContestant;
-  readonly mappedSyncs: readonly LoadedSync[];
-  readonly results: Results;
-  readonly cpuNotes: Map<string, string>;
-  readonly waitNotes: Map<string, string[]>;
-  /** CPU used outside this benchmark (other processes on the machine) per measured window: [cores, seconds]. */
-  readonly outside: [number, number, number][];
-  readonly warnings: string[];
-  readonly notes: string[];
-  rate: number | undefined;
-  readonly cpu: () => CpuWindow;
-}
-
-async function checkpointBoth(b: Bench): Promise<void> {
-  await Promise.all([b.src.exec('CHECKPOINT'), b.tgt.exec('CHECKPOINT')]);
-}
-
-/** A tiny replicated transaction; returns the insert LSN read just before its COMMIT. */
-async function markerTxn(b: Bench): Promise<number> {
-  await b.src.exec('BEGIN');
-  try {
-    await b.src.exec('UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1');
-    const x = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
-    await b.src.exec('COMMIT');
-    return x;
-  } catch (error) {
-    await b.src.exec('ROLLBACK').catch(() => {});
-    throw error;
-  }
-}
-
-interface Caught {
-  /** Server time at the poll that saw the position past X. */
-  readonly at: number;
-  /** xact_start of the contestant's apply transaction seen last before that (≥ `since`), if any. */
-  readonly applyStart: number | undefined;
-}
-
-class CatchUpTimeout extends Error {
-  readonly at: number;
-  constructor(message: string, at: number) {
-    super(message);
-    this.at = at;
-  }
-}
-
-/** Polls (every 10 ms, autocommit: no snapshot held) until the contestant's applied LSN is > x. */
-async function waitApplied(b: Bench, c: Contestant, x: number, opts: { since?: number; timeoutS?: number } = {}): Promise<Caught> {
-  const deadline = Date.now() + (opts.timeoutS ?? 1800) * 1000;
-  let applyStart: number | undefined;
-  for (;;) {
-    const r = await b.tgtPoll.client.query({ text: c.progressSql, rowMode: 'array' });
-    const [t, lsn, xs] = r.rows[0] as [number, number, number | null];
-    if (xs !== null && (opts.since === undefined || xs >= opts.since - 1)) applyStart = Number(xs);
-    if (Number(lsn) > x) return { at: Number(t), applyStart };
-    if (Date.now() > deadline) throw new CatchUpTimeout(`${c.label} did not catch up with ${x} in ${opts.timeoutS ?? 1800} s (at ${lsn})`, Number(lsn));
-    if (c instanceof SyncctlContestant) c.worker?.assertAlive();
-    await sleep(CONFIG.pollMs);
-  }
-}
-
-async function runPgbench(b: Bench, args: string[]): Promise<{ output: string; tps: number; ntx: number }> {
-  const child = track(spawn(b.tools.pgbench, [...args, '-h', b.source.host, '-p', String(b.source.port), '-U', 'postgres', 'postgres'], {
-    env: { ...process.env, PGPASSWORD: b.source.password }, stdio: ['ignore', 'pipe', 'pipe'],
-  }));
-  let output = '';
-  child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-  if (code !== 0) throw new Error(`pgbench ${args.join(' ')} failed (${code}):\n${output}`);
-  const tps = Number(/^tps = ([\d.]+)/m.exec(output)?.[1] ?? Number.NaN);
-  const ntx = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1] ?? Number.NaN);
-  return { output, tps, ntx };
-}
-
-async function sameData(b: Bench, what: string, who: string): Promise<void> {
-  const q = `SELECT concat_ws(' ', (SELECT count(*) FROM pgbench_accounts), (SELECT sum(abalance) FROM pgbench_accounts),
-    (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(tbalance) FROM pgbench_tellers))`;
-  const [s, t] = await Promise.all([b.src.value(q), b.tgt.value(q)]);
-  if (s !== t) {
-    const w = `${who} ${what}: target differs from source (count, sum(abalance), sum(bbalance), sum(tbalance)): source ${s}, target ${t}`;
-    b.warnings.push(w);
-    say(`WARNING ${w}`);
-  }
-}
-
-async function cpuNote(b: Bench, key: string, window: CpuWindow): Promise<string> {
-  const r = await window.end();
-  const text = `${formatCores(r.cores)} (over ${r.seconds.toFixed(1)} s; ${r.machine})`;
-  b.cpuNotes.set(key, text);
-  b.waitNotes.set(key, r.waits);
-  b.outside.push([r.outside, r.seconds, r.steal]);
-  say(`    cpu ${key}: ${text}`);
-  for (const w of r.waits) say(`      waits ${w}`);
-  return text;
-}
-
-// ------------------------------------------------------------------------------------------
-// Scenarios
-
-/**
- * Same starting state for every contestant: empty target tables, packed source table, vacuumed
- * catalogs on both sides (autovacuum is off, so catalog churn of a previous round, e.g. temp
- * tables, would otherwise slow the next one), fresh checkpoints.
- */
-async function resetTarget(b: Bench): Promise<void> {
-  await b.tgt.exec('TRUNCATE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history');
-  await b.src.exec('TRUNCATE pgbench_history');
-  await b.src.exec('VACUUM FULL pgbench_accounts');
-  await b.src.exec('VACUUM');
-  await b.tgt.exec('VACUUM FULL pgbench_accounts, pgbench_branches, pgbench_tellers');
-  await b.tgt.exec('VACUUM');
-  await checkpointBoth(b);
-}
-
-/** Catalog churn on the target (pg_class updates and dead rows): temp-table churn shows here. */
-async function catalogChurn(b: Bench, what: string): Promise<void> {
-  const r = await b.tgt.value(`SELECT format('pg_class: %s updates, %s dead rows, %s live; pg_attribute %s dead; pg_type %s dead',
-      c.n_tup_upd, c.n_dead_tup, c.n_live_tup, (SELECT n_dead_tup FROM pg_stat_sys_tables WHERE relname = 'pg_attribute'),
-      (SELECT n_dead_tup FROM pg_stat_sys_tables WHERE relname = 'pg_type'))
-    FROM pg_stat_sys_tables c WHERE c.relname = 'pg_class'`);
-  say(`    target catalogs after ${what}: ${r}`);
-}
 
 const MAPPED_ROW = 'a. initial copy, syncctl with mapping (native: identity)';
 
@@ -376,55 +163,14 @@ async function scenarioB(b: Bench, c: Contestant): Promise<void> {
   await sameData(b, '(b)', c.label);
 }
 
-/**
- * Before (c) stops the apply side: the slot's restart point must be past (b)'s 1M-row transaction.
- * It moves only when the walsender decodes a running-transactions record written after that
- * transaction and the contestant confirms past it; those records come every 15 s or at a
- * checkpoint, so without this, whether the restarted walsender decodes (b)'s 441 MB again before
- * the backlog (about 5 s of its CPU, spilled to disk) was down to timing: measured syncctl drains
- * of 28 k and 13-14 k tx/s in one run. A CHECKPOINT writes such a record; a marker applied after
- * it gets it confirmed.
- */
-async function settleSlot(b: Bench, c: Contestant): Promise<void> {
-  const past = await markerTxn(b);
-  await b.src.exec('CHECKPOINT');
-  const deadline = now() + 30;
-  for (;;) {
-    await waitApplied(b, c, await markerTxn(b));
-    const behind = await b.src.number(`SELECT count(*)::float8 FROM pg_replication_slots WHERE slot_type = 'logical' AND (restart_lsn - '0/0')::float8 < $1`, [past]).catch(() => NaN);
-    if (behind === 0) return;
-    if (now() > deadline) {
-      say(`    c. ${c.label}: the slot's restart point did not pass (b) within 30 s (${behind} slot(s) behind); measuring anyway`);
-      return;
-    }
-    await sleep(200);
-  }
-}
-
 /** (c) backlog of small pgbench transactions written while the apply side is stopped, then drained. */
 async function scenarioC(b: Bench, c: Contestant): Promise<void> {
   await waitApplied(b, c, await markerTxn(b));
   await settleSlot(b, c);
-  await c.pause();
-  await b.src.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
-  await b.src.exec('TRUNCATE pgbench_history');
-  await b.tgt.exec('VACUUM pgbench_accounts, pgbench_branches, pgbench_tellers');
-  await checkpointBoth(b);
-  const lsn0 = await b.src.number(`SELECT (pg_current_wal_insert_lsn() - '0/0')::float8`);
-  const perClient = Math.ceil(CONFIG.backlogTx / CONFIG.clients);
-  const pg = await runPgbench(b, ['-n', '-c', String(CONFIG.clients), '-j', String(CONFIG.threads), '-t', String(perClient)]);
-  const x = await markerTxn(b);
-  const ntx = pg.ntx;
-  await checkpointBoth(b);
-  const cpu = b.cpu();
-  await cpu.begin();
-  const t0 = await c.resume();
-  const worker = c instanceof SyncctlContestant ? c.worker : undefined;
-  const caught = await waitApplied(b, c, x);
-  const seconds = caught.at - t0;
-  await cpuNote(b, `c. backlog drain · ${c.label}`, cpu);
-  const startup = worker?.streamingAt !== undefined ? worker.streamingAt - t0 : undefined;
-  say(`    c. ${c.label}: backlog ${ntx} tx (${((x - lsn0) / 1048576).toFixed(0)} MB WAL, written at ${pg.tps.toFixed(0)} tx/s); ` +
+  const backlog = await writeBacklog(b, c);
+  const { seconds, startup } = await drainBacklog(b, c, backlog, `c. backlog drain · ${c.label}`);
+  const { ntx } = backlog;
+  say(`    c. ${c.label}: backlog ${ntx} tx (${backlog.walMb.toFixed(0)} MB WAL, written at ${backlog.tps.toFixed(0)} tx/s); ` +
     `drained in ${seconds.toFixed(2)} s = ${fmt(ntx / seconds, 'tx/s')} tx/s` +
     (startup !== undefined ? ` (worker startup to "streaming" ${startup.toFixed(2)} s; ${fmt(ntx / (seconds - startup), 'tx/s')} tx/s after it)` : ''));
   b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s (start → caught up)', c.name, ntx / seconds, 'tx/s', 'higher');
@@ -433,7 +179,6 @@ async function scenarioC(b: Bench, c: Contestant): Promise<void> {
   if (startup !== undefined) {
     b.results.add('c. backlog drain (pgbench tpcb-like)', 'tx/s after worker startup (info)', c.name, ntx / (seconds - startup), 'tx/s', 'none');
   }
-  if (worker) await worker.waitStreaming();
   await sameData(b, '(c)', c.label);
 }
 
@@ -546,31 +291,6 @@ async function contestantRound(b: Bench, c: Contestant, rep: number): Promise<vo
 function roundOrder(b: Bench, rep: number): Contestant[] {
   const order: Contestant[] = [b.native, ...(rep <= CONFIG.parallelReps ? [b.nativeBest] : []), b.syncctl];
   return rep % 2 === 1 ? order : order.reverse();
-}
-
-async function noSlotsLeft(b: Bench): Promise<void> {
-  const subs = await b.tgt.rows<{ subname: string }>('SELECT subname FROM pg_subscription');
-  if (subs.length > 0) {
-    const w = `subscriptions left on the target after teardown: ${subs.map((s) => s.subname).join(', ')} (dropped)`;
-    b.warnings.push(w);
-    say(`WARNING ${w}`);
-    for (const s of subs) await b.tgt.exec(`DROP SUBSCRIPTION ${s.subname}`);
-  }
-  const workers = await b.tgt.rows<{ backend_type: string }>(`SELECT backend_type FROM pg_stat_activity WHERE ${NATIVE_WORKERS}`);
-  if (workers.length > 0) {
-    const w = `logical replication workers left on the target after teardown: ${workers.map((r) => r.backend_type).join(', ')}`;
-    b.warnings.push(w);
-    say(`WARNING ${w}`);
-  }
-  const slots = await b.src.rows<{ slot_name: string; active: boolean }>('SELECT slot_name, active FROM pg_replication_slots');
-  if (slots.length > 0) {
-    const w = `slots left on the source after teardown: ${slots.map((s) => s.slot_name).join(', ')} (dropped)`;
-    b.warnings.push(w);
-    say(`WARNING ${w}`);
-    for (const s of slots) {
-      if (!s.active) await b.src.exec('SELECT pg_drop_replication_slot($1)', [s.slot_name]);
-    }
-  }
 }
 
 /** (a) with a mapping: syncctl into accounts_mapped (concat + CASE); compared with native's identity copy. */
@@ -688,6 +408,7 @@ async function main(): Promise<void> {
   const dbs: Db[] = [];
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'syncctl-bench-'));
   let syncctl: SyncctlContestant | undefined;
+  let syncctlConflicts: SyncctlContestant | undefined;
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) return;
@@ -705,6 +426,8 @@ async function main(): Promise<void> {
   try {
     const tools = ensureTools(say);
     const machineLines = await machine();
+    // Read at the start: the run measures the code as it was then.
+    const code = codeVersion();
     say(`syncctl bench (${MODE}): PG ${CONFIG.major}, REPS ${CONFIG.reps}, SCALE ${CONFIG.scale} (${ROWS} rows), backlog ${CONFIG.backlogTx} tx, ` +
       `live ${CONFIG.liveSeconds} s; scenarios ${[...CONFIG.only].join(' ')}; native with streaming = ${nativeBestStreaming(CONFIG.major)} ` +
       `in ${Math.min(CONFIG.parallelReps, CONFIG.reps)} of ${CONFIG.reps} repetitions; details in ${path.relative(process.cwd(), OUT)}`);
@@ -739,20 +462,22 @@ async function main(): Promise<void> {
     const identSyncs = await loadSpecs(specDirs.ident, env);
     const mappedSyncs = await loadSpecs(specDirs.mapped, env);
     const warmupSyncs = await loadSpecs(specDirs.warmup, env);
+    const conflictSyncs = await loadSpecs(specDirs.conflicts, env);
     const ctxBase = {
       src, tgt, major: CONFIG.major, nativeStreaming: CONFIG.nativeStreaming, say,
       sourceConnInfo: `host=${source.host} port=${source.port} user=postgres password=${source.password} dbname=postgres`,
     };
     let workerCount = 0;
-    syncctl = new SyncctlContestant({
-      ...ctxBase, identSyncs, identDir: specDirs.ident, workerEnv: { [SOURCE_ENV]: source.url(), [TARGET_ENV]: target.url() },
-      workerLog: () => path.join(OUT, `worker-${++workerCount}.log`),
-    });
+    const workerCtx = {
+      ...ctxBase, workerEnv: { [SOURCE_ENV]: source.url(), [TARGET_ENV]: target.url() }, workerLog: () => path.join(OUT, `worker-${++workerCount}.log`),
+    };
+    syncctl = new SyncctlContestant({ ...workerCtx, syncs: identSyncs, specDir: specDirs.ident });
+    syncctlConflicts = new SyncctlContestant({ ...workerCtx, syncs: conflictSyncs, specDir: specDirs.conflicts });
     const sc = syncctl;
     const nativeBest = new NativeContestant(ctxBase, true);
     const b: Bench = {
       tools, source, target, src, tgt, srcDense, srcReplay, tgtPoll, tgtPoll2,
-      native: new NativeContestant(ctxBase), nativeBest, syncctl: sc, mappedSyncs,
+      native: new NativeContestant(ctxBase), nativeBest, syncctl: sc, syncctlConflicts, identSyncs, mappedSyncs,
       results: new Results(nativeBest.label), cpuNotes: new Map(), waitNotes: new Map(), outside: [], warnings: [], notes: [], rate: CONFIG.fixedRate,
       cpu: () => new CpuWindow({
         servers: [
@@ -769,8 +494,8 @@ async function main(): Promise<void> {
       writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({
         config: { ...CONFIG, only: [...CONFIG.only] }, repsDone, results: b.results.toJSON(), cpu: Object.fromEntries(b.cpuNotes),
       }, null, 2));
-      writeResultsFile(path.join(BENCH_DIR, 'RESULTS.md'), MODE, renderSection({
-        b, repsDone, total: now() - started, machineLines, serverVersion, settingsShown, nodeVersion: process.version, pgbench: tools.version,
+      writeResultsFile(path.join(BENCH_DIR, 'RESULTS.md'), SECTION, renderSection({
+        b, repsDone, total: now() - started, machineLines, serverVersion, settingsShown, nodeVersion: process.version, pgbench: tools.version, code,
       }));
     };
 
@@ -782,12 +507,13 @@ async function main(): Promise<void> {
     await noSlotsLeft(b);
     await checkpointBoth(b);
 
-    const needRounds = ['a', 'b', 'c', 'd', 'e'].some(want);
     for (let rep = 1; rep <= CONFIG.reps; rep++) {
       // The rate for (d) is calibrated in a native round: native goes first in rep 1.
-      if (needRounds) for (const c of roundOrder(b, rep)) await contestantRound(b, c, rep);
+      if (ROUNDS) for (const c of roundOrder(b, rep)) await contestantRound(b, c, rep);
       if (want('a')) await scenarioMapped(b, rep);
       if (want('f')) await scenarioF(b, rep);
+      if (want('g')) await scenarioG(b, rep);
+      if (want('v')) await scenarioV(b, rep);
       if (rep < CONFIG.reps) writeReport(rep);
     }
 
@@ -797,21 +523,26 @@ async function main(): Promise<void> {
     say(q.text);
     if (q.warning) say(`WARNING ${q.warning}`);
     process.stdout.write(`\n${b.results.table()}\n\n`);
+    for (const t of targetLines(b)) process.stdout.write(`${t}\n`);
     for (const w of [...b.warnings, ...(q.warning ? [q.warning] : [])]) process.stdout.write(`WARNING: ${w}\n`);
     writeReport(CONFIG.reps);
-    say(`bench/RESULTS.md updated (section "${MODE}")`);
+    say(`bench/RESULTS.md updated (section "${SECTION}")`);
   } finally {
     // Interrupted: the signal handler stops everything and exits; keep it installed until then.
     if (interrupted) await new Promise(() => {});
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
     await syncctl?.worker?.stop(5_000).catch(() => {});
+    await syncctlConflicts?.worker?.stop(5_000).catch(() => {});
     killAllChildren();
     await Promise.all(dbs.map((d) => d.close()));
     await Promise.allSettled(clusters.map((c) => c.stop()));
     rmSync(tmp, { recursive: true, force: true });
   }
 }
+
+/** The contestant rounds run: scenarios (a)–(e) each contestant runs in turn on its own copy. */
+const ROUNDS = ['a', 'b', 'c', 'd', 'e'].some(want);
 
 function quietness(b: Bench): { text: string; warning: string | undefined } {
   const windowSeconds = b.outside.reduce((a, [, s]) => a + s, 0);
@@ -829,21 +560,41 @@ function quietness(b: Bench): { text: string; warning: string | undefined } {
   return { text, warning };
 }
 
+/** The targets of the scenarios that set one (the issues' acceptance figures), each met or not, from the medians. */
+function targetLines(b: Bench): string[] {
+  return [...(want('g') ? targetsG(b.results) : []), ...(want('v') ? targetsV(b.results) : [])].map((t) => `- ${t}`);
+}
+
+/** The commit the run measured, and whether the working tree differed from it (other sessions' edits outside bench/ count). */
+function codeVersion(): { head: string; dirty: string | undefined } | undefined {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'sql', 'bin'], { encoding: 'utf8' })
+      .split('\n').filter(Boolean).map((l) => l.slice(3));
+    return { head, dirty: changed.length > 0 ? `uncommitted changes in ${changed.join(', ')}` : undefined };
+  } catch {
+    return undefined;
+  }
+}
+
 function renderSection(r: {
   b: Bench; repsDone: number; total: number; machineLines: string[]; serverVersion: string; settingsShown: string[]; nodeVersion: string; pgbench: string;
+  code: { head: string; dirty: string | undefined } | undefined;
 }): string {
   const { b } = r;
   const q = quietness(b);
   const warnings = [...(q.warning ? [q.warning] : []), ...b.warnings];
   const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
   const lines = [
-    `## ${MODE === 'full' ? 'Full run (`npm run bench`)' : 'Quick run (`npm run bench:quick`)'} — ${date}`,
+    `## ${DEFAULT_SET ? (MODE === 'full' ? 'Full run (`npm run bench`)' : 'Quick run (`npm run bench:quick`)')
+      : `Scenarios ${[...CONFIG.only].join(' ')}${QUICK ? ', quick' : ''}`} — ${date}${r.code ? `, on ${r.code.head}` : ''}`,
     '',
+    `- command: \`${commandLine()}\`${r.code?.dirty ? ` (${r.code.dirty})` : ''}`,
     `- machine: ${r.machineLines.join('; ')}`,
     `- Postgres: ${r.serverVersion} (embedded package), source and target on this machine; client tools: ${r.pgbench}`,
     `- Node ${r.nodeVersion}; syncctl worker run as \`bin/syncctl run <spec dir>\` (child process; the executable's shebang caps V8's young generation at 4 MB a semi-space), initial copy through the library (applyAll) in the harness process`,
     `- server settings, identical on both servers: ${r.settingsShown.join(', ')}`,
-    `- native subscription ("native"): copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`,
+    ...(ROUNDS || want('g') ? [`- native subscription ("native"): copy_data = true, streaming = ${CONFIG.nativeStreaming}, binary = false, synchronous_commit = off (PG 15 defaults, as in the reference)`] : []),
     ...(parallelReps(r.repsDone) > 0 ? [
       `- native subscription at its best ("${b.nativeBest.label}"): the same with streaming = ${b.nativeBest.streaming}` +
         (b.nativeBest.streaming === 'parallel'
@@ -852,20 +603,21 @@ function renderSection(r: {
         `; in (b), (c) and (d) of ${parallelReps(r.repsDone)} of ${r.repsDone} repetitions` +
         (parallelReps(r.repsDone) < r.repsDone ? ` (the first; NATIVE_PARALLEL_REPS, ${QUICK ? 'quick mode: 1, to keep it short' : 'set for this run'})` : ''),
     ] : []),
-    `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions, contestants in the order ` +
-      `${[b.native, ...(CONFIG.parallelReps > 0 ? [b.nativeBest] : []), b.syncctl].map((c) => `"${c.label}"`).join(' → ')} in odd repetitions, reversed in even ones; ` +
-      `backlog ${CONFIG.backlogTx} tx; live load ${CONFIG.liveSeconds} s, ${CONFIG.clients} clients, ${CONFIG.threads} threads, --rate ${b.rate ?? 'n/a'}`,
+    `- data: pgbench scale ${CONFIG.scale} (${ROWS} accounts); ${CONFIG.reps} repetitions` +
+      (ROUNDS || want('g') ? `, contestants in the order ${[b.native, ...(parallelReps(r.repsDone) > 0 ? [b.nativeBest] : []), b.syncctl]
+        .map((c) => `"${c.label}"`).join(' → ')} in odd repetitions, reversed in even ones` : '') +
+      (want('c') || want('g') ? `; backlog ${CONFIG.backlogTx} tx` : '') +
+      (want('d') ? `; live load ${CONFIG.liveSeconds} s, ${CONFIG.clients} clients, ${CONFIG.threads} threads, --rate ${b.rate ?? 'n/a'}` : ''),
     `- total run time ${r.total.toFixed(0)} s${r.repsDone < CONFIG.reps ? ` — PARTIAL: ${r.repsDone} of ${CONFIG.reps} repetitions done so far` : ''}`,
     `- ${q.text}`,
     '',
-    'Ratios: syncctl against each native contestant: higher-is-better metrics (↑) syncctl / native, lower-is-better metrics (↓) native / syncctl, ' +
-      'so **> 1 means syncctl is better**; rows without an arrow are information. ' +
-      (parallelReps(r.repsDone) > 0 ? `The last column compares syncctl with native at its best (${b.nativeBest.label}). ` : '') +
-      'pgbench_history has no primary key and is left out of every contestant\'s tables: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).',
+    ratiosText(b, r.repsDone),
     '',
     b.results.table(),
     '',
   ];
+  const targets = targetLines(b);
+  if (targets.length > 0) lines.push('**Targets**', '', ...targets, '');
   if (warnings.length > 0) lines.push('**Warnings**', '', ...warnings.map((w) => `- ${w}`), '');
   lines.push('### How each number is measured', '', ...method(b, r.repsDone).map((m) => `- ${m}`), ...b.notes.map((n) => `- ${n}`), '');
   lines.push('### CPU per process (cores busy over the measured window, the last repetition each contestant ran in)', '',
@@ -884,12 +636,34 @@ function renderSection(r: {
   return lines.join('\n');
 }
 
-/** Repetitions (of those done) in which native-parallel ran. */
-function parallelReps(repsDone: number): number {
-  return Math.min(CONFIG.parallelReps, repsDone);
+/** How to read the table's ratios, for the scenarios run. */
+function ratiosText(b: Bench, repsDone: number): string {
+  const native = ROUNDS || want('g') ? 'Ratios: syncctl against each native contestant: higher-is-better metrics (↑) syncctl / native, ' +
+    'lower-is-better metrics (↓) native / syncctl, so **> 1 means syncctl is better**; rows without an arrow are information. ' +
+    (parallelReps(repsDone) > 0 ? `The last column compares syncctl with native at its best (${b.nativeBest.label}). ` : '') +
+    'pgbench_history has no primary key and is left out of every contestant\'s tables: a tpcb-like transaction replicates 3 row changes (accounts, tellers, branches).' : '';
+  const verify = want('v') ? '(v) has no native counterpart: its rows are syncctl\'s times, and its ratios are between them (per repetition; median [min–max]).' : '';
+  return [native, verify].filter(Boolean).join(' ');
 }
 
+/** Repetitions (of those done) in which native-parallel ran: in the contestant rounds ((a)–(e)) only. */
+function parallelReps(repsDone: number): number {
+  return ROUNDS ? Math.min(CONFIG.parallelReps, repsDone) : 0;
+}
+
+/** "How each number is measured", for the scenarios this run measured. */
 function method(b: Bench, repsDone: number): string[] {
+  const shown: Record<string, boolean> = {
+    a: want('a'), b: want('b'), c: want('c') || want('g'), d: want('d'), e: want('b') || want('e'), f: want('f'), g: want('g'), v: want('v'),
+  };
+  return [...everyMethod(b, repsDone), METHOD_G, METHOD_V].filter((line) => {
+    const scenario = /^\((\w)\) /.exec(line)?.[1];
+    if (scenario !== undefined) return shown[scenario] === true;
+    return ROUNDS || !line.startsWith('Reset between contestants');
+  });
+}
+
+function everyMethod(b: Bench, repsDone: number): string[] {
   const best = b.nativeBest;
   const n = parallelReps(repsDone);
   const workMem = 'logical_decoding_work_mem (setting above)';
@@ -912,7 +686,7 @@ function method(b: Bench, repsDone: number): string[] {
         `stands for it ("= native"), with the same ratio. It ran in ${n} of ${repsDone} repetitions` +
         (n < repsDone ? ` (the first; NATIVE_PARALLEL_REPS${QUICK ? ', 1 in quick mode to keep it under about 2.5 minutes' : ''}), so its median and min–max are over ${n} value${n === 1 ? '' : 's'}.` : '.'),
     ]),
-    ...(QUICK ? ['Quick mode: logical_decoding_work_mem is 8MB on both servers (full run: 64MB, the default). The 100k-row transaction of (b) and (f) ' +
+    ...(QUICK && (want('b') || want('f')) ? ['Quick mode: logical_decoding_work_mem is 8MB on both servers (full run: 64MB, the default). The 100k-row transaction of (b) and (f) ' +
       'stays under 64MB of decoded changes (at 64MB native, streaming = parallel did not stream it); at 8MB it is decoded as the full run\'s 1M-row one is: streamed while it runs (native, streaming = parallel; ' +
       'syncctl) or spilled to disk by the walsender until its commit (native, streaming = off; both readers of (f)). syncctl\'s worker lowers ' +
       'logical_decoding_work_mem to 8MB for its own walsender in both modes, so its (b) is not affected.'] : []),
