@@ -12,10 +12,9 @@ import { createPool, createSqlTag } from 'slonik';
 import { z } from 'zod';
 import type { Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
-import { recordFinishedRun } from '../history/record-run.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
 import { readLeaderLock } from '../status/read-status.ts';
-import { readTableState, wrongState, type NamedTable } from './table-state.ts';
+import { switchState, type NamedTable } from './table-state.ts';
 
 const sql = createSqlTag();
 
@@ -27,35 +26,13 @@ export interface ResumeResult {
   readonly heldChanges: number;
 }
 
-const LOCK_TIMEOUT = '30s';
-
 export async function resumeTable(target: Connection, named: NamedTable, by: string): Promise<ResumeResult> {
   const { sync, table } = named;
-  const found = await readTableState(target, named);
-  await target.query('BEGIN');
-  try {
-    await target.query(`SELECT set_config('lock_timeout', $1, true)`, [LOCK_TIMEOUT]);
-    const { rowCount } = await target.query(
-      `UPDATE syncctl.sync_tables SET state = 'streaming', updated_at = now() WHERE sync_name = $1 AND table_name = $2 AND state = 'held'`,
-      [sync.name, table.name]);
-    if (rowCount === 0) {
-      await target.query('ROLLBACK');
-      const now = await readTableState(target, named).catch(() => found);
-      const error = wrongState('resume', named, now);
-      await recordFinishedRun(target, { sync: sync.name, kind: 'resume', table: table.name, outcome: 'failed', detail: `${error.message} (asked by ${by})` })
-        .catch(() => {});
-      throw error;
-    }
-    const held = await countHeld(target, sync.name, table.name);
-    const runId = await recordFinishedRun(target, {
-      sync: sync.name, kind: 'resume', table: table.name, outcome: 'ok', counts: { heldChanges: held }, detail: `resumed by ${by}`,
-    });
-    await target.query('COMMIT');
-    return { sync: sync.name, table: table.name, runId, heldChanges: held };
-  } catch (error) {
-    await target.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
+  const { runId, counts } = await switchState(target, named, {
+    command: 'resume', from: 'held', to: 'streaming', by, done: 'resumed',
+    counts: async () => ({ heldChanges: await countHeld(target, sync.name, table.name) }),
+  });
+  return { sync: sync.name, table: table.name, runId, heldChanges: counts['heldChanges']! };
 }
 
 async function countHeld(target: Connection, sync: string, table: string): Promise<number> {

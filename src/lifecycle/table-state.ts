@@ -10,6 +10,7 @@
  *              other tables stream; `syncctl resume` replays them in order
  *   paused     stopped by an error, its changes dropped: `syncctl apply` or `resync` copies it again
  */
+import { recordFinishedRun, type RunCounts } from '../history/record-run.ts';
 import type { Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
 import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
@@ -79,4 +80,44 @@ export function wrongState(command: 'pause' | 'resume' | 'resync', { sync, table
 /** Who asked: recorded in the run history. */
 export function requester(by: string | undefined): string {
   return by ?? process.env['USER'] ?? process.env['LOGNAME'] ?? 'unknown';
+}
+
+/** Waits this long for the row a worker's commit is updating (its changes_applied); commits are short. */
+const LOCK_TIMEOUT = '30s';
+
+/**
+ * Moves a table from state `from` to `to` in one UPDATE, committed with its run-history row
+ * (`counts` read inside the same transaction); a table in another state is refused with what to
+ * do, and the refusal is recorded too. Returns the run's id and the counts.
+ */
+export async function switchState(target: Connection, named: NamedTable, change: {
+  readonly command: 'pause' | 'resume'; readonly from: string; readonly to: string; readonly by: string; readonly done: string;
+  readonly counts?: () => Promise<RunCounts>;
+}): Promise<{ runId: number; counts: RunCounts }> {
+  const { sync, table } = named;
+  const found = await readTableState(target, named);
+  await target.query('BEGIN');
+  try {
+    await target.query(`SELECT set_config('lock_timeout', $1, true)`, [LOCK_TIMEOUT]);
+    const { rowCount } = await target.query(
+      `UPDATE syncctl.sync_tables SET state = $4, updated_at = now() WHERE sync_name = $1 AND table_name = $2 AND state = $3`,
+      [sync.name, table.name, change.from, change.to]);
+    if (rowCount === 0) {
+      await target.query('ROLLBACK');
+      const now = await readTableState(target, named).catch(() => found);
+      const error = wrongState(change.command, named, now);
+      await recordFinishedRun(target, { sync: sync.name, kind: change.command, table: table.name, outcome: 'failed', detail: `${error.message} (asked by ${change.by})` })
+        .catch(() => {});
+      throw error;
+    }
+    const counts = change.counts ? await change.counts() : {};
+    const runId = await recordFinishedRun(target, {
+      sync: sync.name, kind: change.command, table: table.name, outcome: 'ok', ...(change.counts ? { counts } : {}), detail: `${change.done} by ${change.by}`,
+    });
+    await target.query('COMMIT');
+    return { runId, counts };
+  } catch (error) {
+    await target.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
 }

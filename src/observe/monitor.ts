@@ -3,6 +3,7 @@
  * measured on source-side times and an idle slot keeps moving), the slot's WAL budget, and the
  * state of syncctl's control tables on the target. It emits samples; it decides nothing.
  */
+import { sleep } from '../sleep.ts';
 import { createPool, createSqlTag, type DatabasePool } from 'slonik';
 import { z } from 'zod';
 import { slotName } from '../plan/render-ddl.ts';
@@ -140,10 +141,3 @@ function noteWalStatus(before: string | null | undefined, sample: SourceSample, 
   return now;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
-}

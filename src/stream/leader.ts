@@ -12,6 +12,7 @@
  * - The slot accepts one reader: the new leader's stream waits (55006 is transient) until the old
  *   walsender is gone.
  */
+import { sleep } from '../sleep.ts';
 import { hostname } from 'node:os';
 import { connect, type Connection } from '../db/connect.ts';
 import { closeLostRuns, finishRun, messageOf, startRun, updateRunCounts } from '../history/record-run.ts';
@@ -170,10 +171,3 @@ function watchLock(lock: Connection, pollMs: number, lost: () => void): () => vo
   };
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
-}

@@ -10,6 +10,7 @@
  * - Memory is bounded: rows are staged into the target (COPY) in slices; a 1,000,000-row source
  *   transaction is never held whole in memory.
  */
+import { sleep } from '../sleep.ts';
 import type pg from 'pg';
 import { buildBatchTable } from '../apply/apply-table.ts';
 import { BatchWriter, type StageOp, type TruncateRefusal } from '../apply/batch-writer.ts';
@@ -1028,9 +1029,3 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
-}
