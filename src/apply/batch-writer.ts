@@ -17,7 +17,7 @@ import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
 import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 import { noteParked, parkedTables, resolveParkedSql } from './parked.ts';
-import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE } from './source-order.ts';
+import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type TransactionMark } from './source-order.ts';
 
 /** W: an UPDATE's new row; I: an INSERT's row; D: a deleted row's key; K: an UPDATE's old row (its W follows). */
 export type StageOp = 'W' | 'I' | 'D' | 'K';
@@ -78,6 +78,19 @@ interface TableState {
   sourceOrder: boolean;
 }
 
+/**
+ * SYNCCTL_APPLY=source-order: every slice in source order, change by change, as a native
+ * subscription applies it. Slower; it is the definition the set statements must equal, which the
+ * conflict differential test compares them with, and a way to rule them out.
+ */
+const SOURCE_ORDER_ONLY = process.env['SYNCCTL_APPLY'] === 'source-order';
+
+/** A table's changes set aside by ApplyStatements.split, and how many. */
+interface Aside {
+  readonly state: TableState;
+  readonly rows: number;
+}
+
 /** A direct slice with at least this many writes, most of them source UPDATEs, updates before it inserts (see ApplyStatements.direct.updateFirst). */
 const UPDATE_FIRST_ROWS = 10_000;
 
@@ -101,6 +114,11 @@ const SMALL_BYTES = 512 * 1024;
 /** A slice of at most this many rows is cleared by DELETE (else TRUNCATE); VACUUM after this many deleted. */
 const CLEAR_BY_DELETE_ROWS = 5_000;
 const VACUUM_AFTER_ROWS = 50_000;
+/** SQLSTATE of syncctl.local_changes_found: a key of the slice has a local change. */
+const LOCAL_CHANGES_FOUND = 'SYCON';
+/** Some foreign key that writes rows when it acts (CASCADE, SET NULL, SET DEFAULT) references one of the tables ($1, text[] of qualified names). */
+const ACTING_FOREIGN_KEY = `SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = ANY ($1::text[]::regclass[]) ` +
+  `AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd')) LIMIT 1`;
 const READ_PARKED = `SELECT current_setting(${quoteLiteral(PARKED_SETTING)}, true) AS parked`;
 const BEGIN = `BEGIN; SELECT set_config(${quoteLiteral(WRITER_SETTING)}, 'on', true)`;
 /** What PREPARE takes (of the statements a batch runs). */
@@ -130,6 +148,8 @@ export interface CommitPosition {
   readonly flushed: string;
   /** Rows the commit added to sync_conflicts, counted by table, kind and outcome (see sql/7_leader-and-counts.sql). */
   readonly conflicts: readonly ConflictCount[];
+  /** Changes of keys with a local change that the commit applied in source order, apart from the set statements (applyAside). */
+  readonly setAside: number;
 }
 
 export interface ConflictCount {
@@ -172,6 +192,8 @@ export class BatchWriter {
   private inflightTable: TableState | undefined;
   /** Staging rows removed by DELETE since the last VACUUM. */
   private deleted = 0;
+  /** Changes applyAside applied in the open transaction (CommitPosition.setAside). */
+  private asideApplied = 0;
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
@@ -367,28 +389,84 @@ export class BatchWriter {
     if (pending.length === 0) return;
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
+    let conflicts = false;
     if (this.provable(pending)) {
       await this.client.query('SAVEPOINT syncctl_batch');
       try {
+        const clear = !options.dropping;
+        const splittable = pending.filter((s) => s.statements.split !== undefined);
+        let aside: readonly Aside[];
         if (pending.some((s) => s.toasted)) {
-          await this.applyToasted(pending, !options.dropping);
-        } else {
-          // The usual case in one round trip: every statement of the batch as one simple query.
+          aside = await this.setAside(splittable);
+          await this.applyToasted(pending, clear);
+        } else if (pending.length === 1 && this.updatesFirst(pending[0]!)) {
           // One table only: its deletes and updates run ahead of the batch, which would break
           // the foreign-key order between tables (parents' writes first, children's deletes first).
-          const updated = pending.length === 1 && this.updatesFirst(pending[0]!) ? await this.updateExisting(pending[0]!) : undefined;
-          await this.client.query(this.batchStatements(pending, !options.dropping, updated).join(';\n'));
+          aside = await this.setAside(splittable);
+          const updated = await this.updateExisting(pending[0]!);
+          await this.client.query(this.batchStatements(pending, clear, updated).join(';\n'));
+        } else {
+          // The usual case in one round trip: every statement of the batch as one simple query.
+          const results = await this.client.query([...splittable.map((s) => s.statements.split!.moveConflicting), ...this.batchStatements(pending, clear)]
+            .join(';\n')) as unknown as pg.QueryResult[];
+          aside = splittable.map((state, i) => ({ state, rows: results[i]!.rowCount ?? 0 })).filter((a) => a.rows > 0);
+        }
+        if (aside.length > 0) {
+          conflicts = true;
+          await this.applyAside(pending, aside, context, clear);
         }
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
         for (const state of pending) this.reset(state);
         return;
-      } catch {
+      } catch (error) {
         // Whatever failed (a constraint the set form's order trips, a row at fault, a transient
         // error), source order decides: it applies, parks only rows at fault, or fails the batch.
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
+        conflicts ||= (error as { code?: string }).code === LOCAL_CHANGES_FOUND;
       }
     }
-    await this.applyInSourceOrder(pending, context, !options.dropping);
+    await this.applyInSourceOrder(pending, context, !options.dropping, conflicts);
+  }
+
+  /** Moves the staged changes of keys with a local change into their side tables (see ApplyStatements.split). */
+  private async setAside(splittable: readonly TableState[]): Promise<Aside[]> {
+    const aside: Aside[] = [];
+    for (const state of splittable) {
+      const rows = (await this.client.query(state.statements.split!.moveConflicting)).rowCount ?? 0;
+      if (rows > 0) aside.push({ state, rows });
+    }
+    return aside;
+  }
+
+  /**
+   * The changes set aside, after the set statements applied the rest of the slice: back in their
+   * stages, and applied in source order, where each meets the table's rule. Strict (every table as
+   * onError: stop): a change that fails raises, the caller rolls the whole slice back and applies
+   * it in source order, which parks what is at fault. Nothing is parked here.
+   *
+   * Why this is source order's result: the two groups have no key in common (a key with a local
+   * change has every change of it set aside; a slice that changes a key is not split), and each
+   * change writes, and each rule reads, only the row of its own key; so, unless a statement fails,
+   * every row ends as source order leaves it, and each change set aside meets the same row and
+   * local change. Constraints between rows of different keys (unique, foreign keys) only make a
+   * statement fail. What else writes rows of the slice's tables are foreign keys that act (ON
+   * DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT): a slice with a table such a key references is
+   * not split.
+   */
+  private async applyAside(pending: readonly TableState[], aside: readonly Aside[], context: SourcePosition, cleared: boolean): Promise<void> {
+    const { rows } = await this.client.query(ACTING_FOREIGN_KEY, [pending.map((s) => quoteQualified(s.table.apply.target))]);
+    if (rows.length > 0) throw Object.assign(new Error('a foreign key acts on the slice\'s tables: not split'), { code: LOCAL_CHANGES_FOUND });
+    const tables = aside.map(({ state: s }) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: 'stop' as const,
+      ...(s.table.conflict ? { conflict: s.table.conflict } : {}) }));
+    for (const a of aside) this.deleted += a.rows;
+    await this.client.query([
+      // The set statements empty the stages only when they are to be reused.
+      ...(cleared ? [] : aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`)),
+      ...aside.map(({ state: s }) => s.statements.split!.moveBack),
+      renderSourceOrder(this.syncName, tables, this.transactionMarks(context), true),
+      ...aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`),
+    ].join(';\n'));
+    for (const a of aside) this.asideApplied += a.rows;
   }
 
   /**
@@ -396,13 +474,17 @@ export class BatchWriter {
    * TableState.sourceOrder), or a write leaves TOAST values unchanged and (a) its key occurs
    * twice in the slice (the reduction keeps only the last change, whose unchanged values may
    * come from an earlier one) or (b) the slice deletes rows (a delete cascading on the target
-   * could remove the row the write keeps its values from before, not after, the write).
+   * could remove the row the write keeps its values from before, not after, the write), or the
+   * target owns columns (the `fields` rule) and a key occurs twice (an insert writes them, a later
+   * update does not: the reduction to the last change would write the update's values).
    * Otherwise constraints need no rule here: the set form never commits a result that violates
    * one, and when it fails, source order runs. A table with changes pending in sync_conflicts
    * goes in source order, which supersedes them as later changes of their keys apply.
    */
   private provable(pending: readonly TableState[]): boolean {
+    if (SOURCE_ORDER_ONLY) return false;
     if (pending.some((s) => s.sourceOrder || this.parked.has(s.table.tableName))) return false;
+    if (pending.some((s) => s.repeated && (s.table.apply.targetOwned ?? []).length > 0)) return false;
     if (!pending.some((s) => s.toasted)) return true;
     return pending.every((s) => !(s.toasted && s.repeated) && !s.deletes && s.table.apply.workerFilter === undefined);
   }
@@ -430,13 +512,14 @@ export class BatchWriter {
    * subtransaction, parking the changes that fail because of the row itself. An error that is not
    * the row's (or a row's error on an `onError: stop` table) fails the batch.
    */
-  private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean): Promise<void> {
+  private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean, conflicts = false): Promise<void> {
     const tables = pending.map((s) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: s.table.onError,
       ...(s.table.conflict ? { conflict: s.table.conflict } : {}) }));
-    const marks = (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
-      .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
+    const marks = this.transactionMarks(context);
     await this.client.query('SAVEPOINT syncctl_order');
     try {
+      // The fast pass fails on the first local change it meets: with conflicts known, only the careful pass can apply the slice.
+      if (conflicts) throw new Error('conflicts: the careful pass');
       this.noteParked(await this.client.query(`${renderSourceOrder(this.syncName, tables, marks, false)};\n${READ_PARKED}`));
       await this.client.query('RELEASE SAVEPOINT syncctl_order');
     } catch {
@@ -458,6 +541,12 @@ export class BatchWriter {
       if (statements.length > 0) await this.client.query(statements.join(';\n'));
       this.reset(state);
     }
+  }
+
+  /** Where each source transaction of the open batch begins, for what source order records. */
+  private transactionMarks(context: SourcePosition): TransactionMark[] {
+    return (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
+      .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
   }
 
   /** The tables a source-order block parked rows of (it lists them in PARKED_SETTING). */
@@ -711,7 +800,9 @@ export class BatchWriter {
     await this.vacuumIfDue();
     await this.dropRetired();
     const position = results[results.length - 1]!.rows[0] as { lsn: string; flushed: string };
-    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged) };
+    const setAside = this.asideApplied;
+    this.asideApplied = 0;
+    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged), setAside };
   }
 
   /**
@@ -742,7 +833,9 @@ export class BatchWriter {
         await this.rollback();
         throw this.stagingError(error, pending);
       }
-      await this.applyInSourceOrder(pending, checkpoint, true);
+      // A local change met: the set statements apply the other keys, source order those (applyStaged).
+      if ((error as { code?: string }).code === LOCAL_CHANGES_FOUND) await this.applyStaged(checkpoint);
+      else await this.applyInSourceOrder(pending, checkpoint, true);
       return this.commitTail(checkpoint, [], applied);
     }
   }
@@ -776,6 +869,7 @@ export class BatchWriter {
     if (!this.inTransaction) return;
     if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
     this.finish();
+    this.asideApplied = 0;
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();
@@ -821,6 +915,7 @@ export class BatchWriter {
     if (state.created) return;
     await this.client.query(state.statements.createStage);
     await this.client.query(state.statements.createLast);
+    if (state.statements.split) await this.client.query(state.statements.split.createSide);
     state.created = true;
   }
 

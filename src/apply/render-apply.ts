@@ -101,6 +101,13 @@ export interface ApplyStatements {
    * order meets with the table's rule. Runs after the slice's writes, in its transaction.
    */
   readonly checkLocalChanges?: string;
+  /**
+   * Tracked tables: the staged changes of keys that have a local change, set aside in a side
+   * table of the stage's shape (`moveConflicting`, which reports them as its row count) so the set
+   * statements apply the others, then moved back (`moveBack`) for source order to meet them with
+   * the rule. The batch writer says when the split is the same as source order.
+   */
+  readonly split?: { readonly createSide: string; readonly moveConflicting: string; readonly moveBack: string };
   /** `INSERT INTO <stage> (<all staged columns>) VALUES `, for rows given as literals. */
   readonly insertValues: string;
   /** `COPY <stage> (<all staged columns>) FROM STDIN`, for rows in COPY text form. */
@@ -146,15 +153,22 @@ export function lastTableName(table: ApplyTable): string {
   return `pg_temp.${quoteIdent(`syncctl_last_${table.id}`)}`;
 }
 
+export function sideTableName(table: ApplyTable): string {
+  return `pg_temp.${quoteIdent(`syncctl_side_${table.id}`)}`;
+}
+
 /**
  * What the mapping reads: the stage, or, for a table staged as text after a rejection, the stage
  * with each column cast to the type the mapping expects. `where` filters the stage itself.
  */
-export function stagedRows(table: ApplyTable, alias: string, where = ''): string {
+export function stagedRows(table: ApplyTable, alias: string, where = '', withId = false): string {
   const stage = stageTableName(table);
-  if (!table.staged.some((c) => c.castTo !== undefined)) return `${stage}${where === '' ? '' : ` WHERE ${where}`}`;
+  const filter = where === '' ? '' : ` WHERE ${where}`;
+  // withId: each row's ctid as "syncctl$id" (a subquery then, even when nothing is cast).
+  const id = withId ? `ctid AS ${quoteIdent('syncctl$id')}, ` : '';
+  if (!table.staged.some((c) => c.castTo !== undefined)) return withId ? `(SELECT ${id}* FROM ${stage}${filter}) AS ${quoteIdent(alias)}` : `${stage}${filter}`;
   const columns = table.staged.map((c) => (c.castTo === undefined ? quoteIdent(c.name) : `${quoteIdent(c.name)}::${c.castTo} AS ${quoteIdent(c.name)}`));
-  return `(SELECT ${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${where === '' ? '' : ` WHERE ${where}`}) AS ${quoteIdent(alias)}`;
+  return `(SELECT ${id}${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${filter}) AS ${quoteIdent(alias)}`;
 }
 
 /**
@@ -258,6 +272,20 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const checkLast = table.tracked ? check(last) : undefined;
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
   const checkStaged = table.tracked ? check(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;
+  // A change is set aside by the key its row maps to (a K and the W of its pair have the same key:
+  // a slice that changes a key goes to source order whole). Self-joined by ctid, so that the
+  // mapping reads the staged columns by their own names and nothing of local_changes.
+  const side = sideTableName(table);
+  const ID = quoteIdent('syncctl$id');
+  const split = table.tracked ? {
+    createSide: `CREATE TEMP TABLE IF NOT EXISTS ${side} (LIKE ${stage}) ON COMMIT PRESERVE ROWS`,
+    moveConflicting: `WITH moved AS (DELETE FROM ${stage} AS s USING (SELECT ${ID}, ${keyOnly.join(', ')} FROM ${stagedRows(table, 'syncctl$rows', '', true)}) AS k ` +
+      `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND s.ctid = k.${ID} ` +
+      `AND EXISTS (SELECT 1 FROM syncctl.local_changes AS c WHERE c.target_table = ${targetName} ` +
+      `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, k.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})) RETURNING s.*) ` +
+      `INSERT INTO ${side} SELECT * FROM moved`,
+    moveBack: `WITH back AS (DELETE FROM ${side} RETURNING *) INSERT INTO ${stage} SELECT * FROM back`,
+  } : undefined;
   const direct = table.keySources ? {
     deleteRows: `DELETE FROM ${target} AS t USING (SELECT ${keyOnly.join(', ')} FROM ${rows} WHERE ${quoteIdent(OP)} NOT IN ('W', 'I') OR NOT ${keep}) AS l ` +
       `WHERE ${keyMatch('l')}`,
@@ -290,8 +318,9 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     insertValues: `INSERT INTO ${stage} (${stagedColumns}) VALUES `,
     copyIn: `COPY ${stage} (${stagedColumns}) FROM STDIN`,
     clear: { few: [`DELETE FROM ${stage}`, `DELETE FROM ${last}`], many: [`TRUNCATE ${stage}, ${last}`], fewStage: [`DELETE FROM ${stage}`], manyStage: [`TRUNCATE ${stage}`] },
-    tables: `${stage}, ${last}`,
-    drop: `DROP TABLE IF EXISTS ${stage}, ${last}`,
+    tables: `${stage}, ${last}${split ? `, ${side}` : ''}`,
+    drop: `DROP TABLE IF EXISTS ${stage}, ${last}${split ? `, ${side}` : ''}`,
+    ...(split ? { split } : {}),
     ...(direct ? { direct } : {}),
     discardFrom: `DELETE FROM ${stage} WHERE ${quoteIdent(SEQ)} >= $1`,
   };

@@ -362,7 +362,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         unflushed.push({ source: batch.lsn, target: parseLsn(position.lsn) });
         await confirmDurable(parseLsn(position.flushed));
         options.onCommit?.({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes });
-        logger.debug({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes }, 'committed');
+        logger.debug({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes,
+          ...(position.setAside > 0 ? { setAside: position.setAside } : {}) }, 'committed');
       })().catch((error: unknown) => {
         failed ??= error;
         stream?.interrupt();
