@@ -463,7 +463,7 @@ export class BatchWriter {
       // The set statements empty the stages only when they are to be reused.
       ...(cleared ? [] : aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`)),
       ...aside.map(({ state: s }) => s.statements.split!.moveBack),
-      renderSourceOrder(this.syncName, tables, this.transactionMarks(context), true),
+      renderSourceOrder(this.syncName, tables, this.transactionMarks(context), 'strict'),
       ...aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`),
     ].join(';\n'));
     for (const a of aside) this.asideApplied += a.rows;

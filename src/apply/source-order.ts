@@ -101,7 +101,13 @@ const WIN = 'syncctl$win';
 const OUTCOME = 'syncctl$outcome';
 const INTERNALS = `ARRAY[${[SEQ, OP, UNCHANGED].map(quoteLiteral).join(', ')}]`;
 
-export function renderSourceOrder(syncName: string, tables: readonly SourceOrderTable[], marks: readonly TransactionMark[], careful: boolean, retry?: RetryMode): string {
+/**
+ * `careful`: true, or 'strict': careful about conflicts, without the subtransaction per change
+ * (for tables that are all onError: stop): the first change that fails fails the block, and the
+ * caller applies the slice again another way.
+ */
+export function renderSourceOrder(syncName: string, tables: readonly SourceOrderTable[], marks: readonly TransactionMark[], careful: boolean | 'strict', retry?: RetryMode): string {
+  if (careful === 'strict' && tables.some((t) => t.onError !== 'stop')) throw new Error('strict source order is for onError: stop tables');
   const union = tables.map((t, i) =>
     `SELECT ${i} AS t, ${quoteIdent(SEQ)} AS seq, ${quoteIdent(OP)} AS op, ${quoteIdent(UNCHANGED)} AS unchanged, ctid AS id, ` +
     `${retry ? quoteIdent(CONFLICT_ID) : 'NULL::bigint'} AS conflict FROM ${stageTableName(t.apply)}`)
@@ -114,7 +120,7 @@ export function renderSourceOrder(syncName: string, tables: readonly SourceOrder
   const branches = tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${renderTable(syncName, t, i, careful, retry)}`).join('\n');
   const onFault = (t: SourceOrderTable, i: number) => (retry ? failedAgain('SQLERRM', 'SQLSTATE')
     : t.onError === 'stop' ? stop(t) : park(syncName, t, i, 'SQLERRM', 'SQLSTATE'));
-  const body = careful
+  const body = careful === true
     ? `BEGIN\n${branches}\nEND IF;\nEXCEPTION WHEN OTHERS THEN\n` +
       // The pair K+W is one change: a K whose W fails is consumed with it.
       `${K} := NULL;\nIF SQLSTATE !~ '${ROW_FAULT_SQLSTATE.source}' THEN RAISE; END IF;\n` +
@@ -162,7 +168,7 @@ $syncctl$`;
 }
 
 /** The statements for one change of one table (`${C}` is the change: t, seq, op, unchanged, id). */
-function renderTable(syncName: string, t: SourceOrderTable, index: number, careful: boolean, retry: RetryMode | undefined): string {
+function renderTable(syncName: string, t: SourceOrderTable, index: number, careful: boolean | 'strict', retry: RetryMode | undefined): string {
   const table = t.apply;
   const target = quoteQualified(table.target);
   const keyCols = table.key.map(quoteIdent);
