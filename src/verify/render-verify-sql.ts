@@ -14,7 +14,9 @@
  * functions hash partitioning relies on, stable across versions), which need no text: for types
  * whose hash treats as equal only values that print the same (integers, text under "C", dates,
  * timestamps, uuid, bytea, boolean). Every other type (numeric's hash ignores its scale, floats'
- * its -0, enums' hashes their oid, json has none) is hashed as its text. Rows are spread over
+ * its -0, enums' hashes their oid, json has none) is hashed as its text. character(n) is hashed as
+ * itself under "C": its hash leaves out trailing spaces as its cast to text does, so the value is
+ * the text's, without the cast (which costs more than the hash). Rows are spread over
  * buckets by the hash of their key: a bucket is the same set of keys on both sides whatever the
  * collations and plans, and each pass reads a table in one scan.
  */
@@ -81,7 +83,7 @@ export function mappedRowSource(shape: VerifyShape): RowSource {
 
 /** Types whose hash function tells apart exactly the values that print differently. */
 const HASHED_AS_IS = /^(smallint|integer|bigint|boolean|date|uuid|bytea|oid|timestamp(\(\d\))? with(out)? time zone)$/;
-const HASHED_AS_IS_TEXT = /^(text|character varying(\(\d+\))?)$/;
+const HASHED_AS_IS_TEXT = /^(text|character varying(\(\d+\))?|character(\(\d+\))?|bpchar)$/;
 
 /** A value as it goes into a hash: itself, text under "C" (equal bytes), or its text. */
 export function hashable(sql: string, type: string): string {
