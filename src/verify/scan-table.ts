@@ -2,18 +2,19 @@
  * The first pass of `syncctl verify` over one table: which keys may differ. Read while the worker
  * streams, so a key found here is only a candidate; recheck.ts decides.
  *
- * Direct path: both sides count their rows and sum their hashes, in one scan each, at the same
- * time; a table with no difference costs that. Otherwise they sum per bucket of keys, and only the
- * buckets whose count or sum differ are read again, row by row (a hash each); the keys whose hash
- * differs are the candidates.
+ * Direct path: both sides count their rows and sum their hashes per bucket of keys, in one scan
+ * each, at the same time; a table with no difference costs that. Only the buckets whose count or
+ * sum differ are read again, row by row (a hash each); the keys whose hash differs are the
+ * candidates.
  * Staged path: the source rows are shipped into the target, mapped there and joined with the
  * target table by key.
  */
 import type { Connection } from '../db/connect.ts';
+import { quoteQualified } from '../sql/quote.ts';
 import { keyParameters, shipAll, versionOf, withStagedRows, type ComparedRow, type KeyValues } from './read-rows.ts';
 import {
   directRowSource, mappedRowSource, renderBucketRows, renderBucketSummary, renderCount, renderMapStaged, renderRowsByKey, renderStagedDiff,
-  renderTableSummary, targetRowSource,
+  ROW_ESTIMATE, targetRowSource,
 } from './render-verify-sql.ts';
 import type { VerifyShape } from './verify-shape.ts';
 
@@ -40,21 +41,12 @@ export async function scanTable(source: Connection, target: Connection, shape: V
 }
 
 async function scanDirect(source: Connection, target: Connection, shape: VerifyShape): Promise<ScanResult> {
-  const sourceRows = directRowSource(shape);
-  const targetRows = targetRowSource(shape);
-  type Summary = { n: number; h: string | null };
-  const [a, b] = await Promise.all([
-    source.query<Summary>(renderTableSummary(sourceRows)),
-    target.query<Summary>(renderTableSummary(targetRows)),
+  // Sized from the catalog: the bucket sums are the first pass, before any count.
+  const estimates = await Promise.all([
+    count(source, ROW_ESTIMATE, [quoteQualified(shape.table.source)]),
+    count(target, ROW_ESTIMATE, [quoteQualified(shape.table.target)]),
   ]);
-  const whole = { sourceRows: a.rows[0]!.n, targetRows: b.rows[0]!.n };
-  if (whole.sourceRows === whole.targetRows && a.rows[0]!.h === b.rows[0]!.h) return { ...whole, candidates: new Map() };
-  return { ...whole, candidates: await directCandidates(source, target, shape, Math.max(whole.sourceRows, whole.targetRows)) };
-}
-
-/** Keys whose rows differ, found through the buckets that differ. */
-async function directCandidates(source: Connection, target: Connection, shape: VerifyShape, rows: number): Promise<Map<string, Candidate>> {
-  const mask = String(bucketCount(rows) - 1);
+  const mask = String(bucketCount(Math.max(...estimates)) - 1);
   const sourceRows = directRowSource(shape);
   const targetRows = targetRowSource(shape);
   type Bucket = { b: string; n: number; h: string | null };
@@ -62,18 +54,22 @@ async function directCandidates(source: Connection, target: Connection, shape: V
     source.query<Bucket>(renderBucketSummary(sourceRows), [mask]),
     target.query<Bucket>(renderBucketSummary(targetRows), [mask]),
   ]);
+  const rows = (buckets: readonly Bucket[]) => buckets.reduce((n, r) => n + r.n, 0);
+  const whole = { sourceRows: rows(s.rows), targetRows: rows(t.rows) };
   const theirs = new Map(t.rows.map((r) => [r.b, `${r.n}:${r.h}`]));
   const differing = new Set(s.rows.filter((r) => theirs.get(r.b) !== `${r.n}:${r.h}`).map((r) => r.b));
   const ours = new Set(s.rows.map((r) => r.b));
   for (const r of t.rows) if (!ours.has(r.b)) differing.add(r.b);
-  // The table changed between the two passes, and the buckets agree now: the re-check has nothing to look at.
-  if (differing.size === 0) return new Map();
+  if (differing.size === 0) return { ...whole, candidates: new Map() };
+  return { ...whole, candidates: await bucketCandidates(source, target, shape, mask, [...differing]) };
+}
 
+/** Keys whose rows differ in some buckets, read row by row. */
+async function bucketCandidates(source: Connection, target: Connection, shape: VerifyShape, mask: string, buckets: readonly string[]): Promise<Map<string, Candidate>> {
   type HashedRow = Pick<ComparedRow, 'k' | 'kv' | 'rel' | 'tid' | 'xmin'> & { h: string };
-  const buckets = [...differing];
   const [sr, tr] = await Promise.all([
-    source.query<HashedRow>(renderBucketRows(sourceRows), [mask, buckets]),
-    target.query<HashedRow>(renderBucketRows(targetRows), [mask, buckets]),
+    source.query<HashedRow>(renderBucketRows(directRowSource(shape)), [mask, buckets]),
+    target.query<HashedRow>(renderBucketRows(targetRowSource(shape)), [mask, buckets]),
   ]);
   const bySource = groupByKey(sr.rows);
   const byTarget = new Map(tr.rows.map((r) => [r.k, r]));
@@ -110,8 +106,8 @@ async function scanStaged(source: Connection, target: Connection, shape: VerifyS
   });
 }
 
-async function count(db: Connection, text: string): Promise<number> {
-  return (await db.query<{ n: number }>(text)).rows[0]!.n;
+async function count(db: Connection, text: string, values?: readonly unknown[]): Promise<number> {
+  return (await db.query<{ n: number }>(text, values)).rows[0]!.n;
 }
 
 export function groupByKey<R extends { readonly k: string }>(rows: readonly R[]): Map<string, R[]> {
