@@ -31,10 +31,15 @@ export interface ScanResult {
   readonly candidates: ReadonlyMap<string, Candidate>;
 }
 
-/** About this many rows per bucket: a differing bucket is read again whole. */
-const ROWS_PER_BUCKET = 64;
+/**
+ * About this many rows per bucket: a differing bucket is read again whole. The first pass keeps a
+ * hash table of the buckets; few enough that it stays in the CPU's caches and in the default
+ * hash_mem (work_mem 4MB × 2): 4,096 buckets take 0.9 MB, 16,384 2.8 MB; 65,536 spilled to disk
+ * (5 batches). 1M rows: a clean verify 1.15 s with 4,096 buckets, 1.38 s with 16,384 (bench (v)).
+ */
+const ROWS_PER_BUCKET = 256;
 const MIN_BUCKETS = 64;
-const MAX_BUCKETS = 1 << 16;
+const MAX_BUCKETS = 1 << 14;
 
 export async function scanTable(source: Connection, target: Connection, shape: VerifyShape): Promise<ScanResult> {
   return shape.source.kind === 'direct' ? scanDirect(source, target, shape) : scanStaged(source, target, shape);
