@@ -38,6 +38,7 @@ export async function verifyTable(session: VerifySession, resolved: ResolvedTabl
   if ('unverifiable' in shape) return { report: skippedTable(table.name, table.target, shape.unverifiable), drift: [] };
   const started = Date.now();
   const scan = await scanTable(session.source, session.target, shape);
+  const scanned = Date.now();
   let confirmed: readonly Finding[] = [];
   let unconfirmed: readonly (Finding & { reason: string })[] = [];
   let workerBehind: string | undefined;
@@ -54,7 +55,7 @@ export async function verifyTable(session: VerifySession, resolved: ResolvedTabl
   }
   const drift = confirmed.filter((f) => !kept.has(f.kj));
   session.logger?.info({ table: table.name, path: shape.source.kind, rows: scan.sourceRows, candidates: scan.candidates.size, differences: drift.length,
-    ms: Date.now() - started }, 'verified');
+    ms: Date.now() - started, scanMs: scanned - started }, 'verified');
   return {
     shape, drift, ...(workerBehind !== undefined ? { workerBehind } : {}),
     report: {
