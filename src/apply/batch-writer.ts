@@ -114,6 +114,7 @@ const SMALL_BYTES = 512 * 1024;
 /** A slice of at most this many rows is cleared by DELETE (else TRUNCATE); VACUUM after this many deleted. */
 const CLEAR_BY_DELETE_ROWS = 5_000;
 const VACUUM_AFTER_ROWS = 50_000;
+const ANALYZE_EVERY_MS = 10_000;
 /** SQLSTATE of syncctl.local_changes_found: a key of the slice has a local change. */
 const LOCAL_CHANGES_FOUND = 'SYCON';
 /** Some foreign key that writes rows when it acts (CASCADE, SET NULL, SET DEFAULT) references one of the tables ($1, text[] of qualified names). */
@@ -192,6 +193,18 @@ export class BatchWriter {
   private inflightTable: TableState | undefined;
   /** Staging rows removed by DELETE since the last VACUUM. */
   private deleted = 0;
+  /**
+   * When this session last ran ANALYZE on syncctl.local_changes (0: due; Infinity: never, the
+   * writer was not asked to). The split's lookups of staged keys in it (moveConflicting, the
+   * check after the writes) are joins whose plan follows its statistics: statistics from when it
+   * held a few rows made a nested loop of two sequential scans of 2,000 entries and 5,000 keys,
+   * seconds per slice. So it is analyzed when the session starts, and again, outside any
+   * transaction (the lock ANALYZE takes would be held to the commit), after a slice met local
+   * changes, at most every ANALYZE_EVERY_MS.
+   */
+  private analyzedAt: number;
+  /** Some slice since the last ANALYZE met local changes. */
+  private localChangesMet = false;
   /** Changes applyAside applied in the open transaction (CommitPosition.setAside). */
   private asideApplied = 0;
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
@@ -217,10 +230,11 @@ export class BatchWriter {
   /** The session has a replication origin set up: each commit records the source position and commit time in it. */
   private readonly origin: boolean;
 
-  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number; origin?: boolean } = {}) {
+  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number; origin?: boolean; analyzeLocalChanges?: boolean } = {}) {
     this.client = client;
     this.syncName = syncName;
     this.origin = options.origin ?? false;
+    this.analyzedAt = options.analyzeLocalChanges ? 0 : Infinity;
     this.parked = parkedTables(syncName);
     this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
   }
@@ -279,6 +293,14 @@ export class BatchWriter {
     this.prepared = true;
   }
 
+  private async analyzeLocalChanges(): Promise<void> {
+    if (this.analyzedAt !== 0 && !(this.localChangesMet && Date.now() - this.analyzedAt >= ANALYZE_EVERY_MS)) return;
+    this.analyzedAt = Date.now();
+    this.localChangesMet = false;
+    // Without the privilege (the owner's, or MAINTAIN) Postgres skips it with a warning; plans then stay the server's business.
+    await this.client.query('ANALYZE syncctl.local_changes').catch(() => {});
+  }
+
   /**
    * Opens the batch's transaction. `lazy`: BEGIN waits until something must be sent (a small
    * batch then commits in one round trip); a caller that queries the client itself inside the
@@ -287,6 +309,7 @@ export class BatchWriter {
   async begin(options: { lazy?: boolean } = {}): Promise<void> {
     if (!this.inTransaction) {
       await this.prepare();
+      await this.analyzeLocalChanges();
       this.inTransaction = true;
       this.begun = false;
       this.small = true;
@@ -413,6 +436,7 @@ export class BatchWriter {
         }
         if (aside.length > 0) {
           conflicts = true;
+          this.localChangesMet = true;
           await this.applyAside(pending, aside, context, clear);
         }
         await this.client.query('RELEASE SAVEPOINT syncctl_batch');
@@ -423,6 +447,7 @@ export class BatchWriter {
         // error), source order decides: it applies, parks only rows at fault, or fails the batch.
         await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
         conflicts ||= (error as { code?: string }).code === LOCAL_CHANGES_FOUND;
+        this.localChangesMet ||= conflicts;
       }
     }
     await this.applyInSourceOrder(pending, context, !options.dropping, conflicts);

@@ -229,8 +229,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     second = await connect('target', sync.targetUrl, 'syncctl run');
     for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
     const tagged = sync.origin === 'none' && await tagWrites([target, second], sync.name, logger);
-    const primary = new BatchWriter(target.client, sync.name, { origin: tagged });
-    const secondary = new BatchWriter(second.client, sync.name, { origin: tagged });
+    const primary = new BatchWriter(target.client, sync.name, { origin: tagged, analyzeLocalChanges: true });
+    const secondary = new BatchWriter(second.client, sync.name, { origin: tagged, analyzeLocalChanges: true });
     await primary.prepare();
     await secondary.prepare();
     const parkedRetry = new ParkedRetry(sync.name, await loadParkedTables(target.client, sync.name), logger);
