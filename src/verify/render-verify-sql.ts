@@ -109,14 +109,6 @@ function where(conditions: readonly string[]): string {
 }
 
 /**
- * The whole table's rows and the sum of their hashes. No longer read by verify (it is blind to
- * values moved between rows: see renderBucketSummary); test/unit/verify.test.ts still names it.
- */
-export function renderTableSummary(rows: RowSource): string {
-  return `SELECT count(*)::float8 AS n, sum(${rowHash(rows)})::text AS h FROM ${rows.from}${where(rows.conditions)}`;
-}
-
-/**
  * Per bucket: rows and the sum of their hashes, in one scan. $1: the mask.
  * Each row's hash is seeded with its key's hash: hash_record_extended adds up its columns' hashes
  * (h × 31 + column), so a sum of unseeded row hashes stays the same when a value moves from one

@@ -4,7 +4,7 @@ import type { ResolvedTable } from '../../src/plan/plan-sync.ts';
 import type { CopyPath } from '../../src/snapshot/source-evaluation.ts';
 import { compareRows } from '../../src/verify/recheck.ts';
 import {
-  directRowSource, hashable, renderBucketRows, renderRowsByKey, renderShipByKey, renderStagedDiff, renderTableSummary, targetRowSource,
+  directRowSource, hashable, renderBucketRows, renderRowsByKey, renderShipByKey, renderStagedDiff, renderBucketSummary, targetRowSource,
 } from '../../src/verify/render-verify-sql.ts';
 import { describeDifference, renderVerificationText } from '../../src/verify/render-verification.ts';
 import { bucketCount } from '../../src/verify/scan-table.ts';
@@ -84,11 +84,13 @@ describe('SQL', () => {
 
   test('both sides of the direct path', () => {
     const shape = shapeOf(direct);
-    expect(renderTableSummary(directRowSource(shape))).toBe(
-      `SELECT count(*)::float8 AS n, sum(hash_record_extended(ROW((((email)) COLLATE "C"), (((concat(first, ' ', last))) COLLATE "C"), ((active))), 0))::text AS h ` +
-      `FROM "public"."users" WHERE coalesce((active), false)`);
-    expect(renderTableSummary(targetRowSource(shape))).toBe(
-      `SELECT count(*)::float8 AS n, sum(hash_record_extended(ROW(((t."email") COLLATE "C"), ((t."name") COLLATE "C"), (t."active")), 0))::text AS h FROM "orgs"."people" AS t`);
+    // One scan per side: per bucket of the key's hash, each row's hash seeded with its key's hash.
+    expect(renderBucketSummary(directRowSource(shape))).toBe(
+      `SELECT (x."syncctl$kh" & $1::bigint)::text AS b, count(*)::float8 AS n, ` +
+      `sum(hash_record_extended(ROW(((x."syncctl$v0") COLLATE "C"), ((x."syncctl$v1") COLLATE "C"), (x."syncctl$v2")), x."syncctl$kh"))::text AS h ` +
+      `FROM (SELECT hash_record_extended(ROW((((email)) COLLATE "C")), 0) AS "syncctl$kh", (email) AS "syncctl$v0", (concat(first, ' ', last)) AS "syncctl$v1", ` +
+      `(active) AS "syncctl$v2" FROM "public"."users" WHERE coalesce((active), false) OFFSET 0) AS x GROUP BY x."syncctl$kh" & $1::bigint`);
+    expect(renderBucketSummary(targetRowSource(shape))).toContain(`FROM "orgs"."people" AS t OFFSET 0) AS x`);
     expect(renderBucketRows(targetRowSource(shape))).toBe(
       `SELECT ROW(t."email")::text AS k, ARRAY[(t."email")::text]::text[] AS kv, ` +
       `hash_record_extended(ROW(((t."email") COLLATE "C"), ((t."name") COLLATE "C"), (t."active")), 0)::text AS h FROM "orgs"."people" AS t ` +
@@ -106,8 +108,8 @@ describe('SQL', () => {
     expect(renderStagedDiff(shape)).toContain(`FROM pg_temp.syncctl_verify_mapped AS m FULL JOIN (SELECT true AS "syncctl$present", * FROM "orgs"."people") AS t ON m."email" = t."email" `);
   });
 
-  test('buckets: about 64 rows each, a power of two, 64 to 65536', () => {
-    expect([0, 100, 1_000_000, 1e9].map(bucketCount)).toEqual([64, 64, 16_384, 65_536]);
+  test('buckets: about 256 rows each, a power of two, 64 to 16384', () => {
+    expect([0, 100, 1_000_000, 1e9].map(bucketCount)).toEqual([64, 64, 4096, 16_384]);
   });
 });
 
