@@ -69,11 +69,13 @@ export function conflictsCommand(yargs: Argv) {
       .positional('ids', { type: 'number', array: true, describe: 'conflict ids; without them, every pending conflict the filters select' })
       .option('use', { choices: ['incoming', 'current'] as const, describe: 'incoming: apply the source\'s change; current: keep the target row' })
       .option('set', { type: 'string', array: true, describe: 'col=value: write the incoming row with these target columns set (the value is text, read as the column\'s type)' })
+      .option('set-null', { type: 'string', array: true, describe: 'col: write the incoming row with this target column NULL (with or without --set)' })
       .option('yes', { type: 'boolean', default: false, describe: 'do not ask for confirmation' })
       .option('by', { type: 'string', describe: 'recorded as resolved_by (default: $USER)' }),
     async (argv) => {
-      if ((argv.use === undefined) === (argv.set === undefined)) throw new SyncctlError('SPEC_INVALID', 'resolve needs one decision: --use incoming, --use current, or --set col=value…');
-      const decision: Decision = argv.set !== undefined ? { set: parseAssignments(argv.set.map(String)) } : argv.use!;
+      const setting = argv.set !== undefined || argv['set-null'] !== undefined;
+      if ((argv.use === undefined) === !setting) throw new SyncctlError('SPEC_INVALID', 'resolve needs one decision: --use incoming, --use current, or --set col=value… (--set-null col…)');
+      const decision: Decision = setting ? { set: parseAssignments((argv.set ?? []).map(String), (argv['set-null'] ?? []).map(String)) } : argv.use!;
       const described = typeof decision === 'object' ? `--set ${[...decision.set.keys()].join(', ')}` : `--use ${decision}`;
       const syncs = await selectSyncs(argv.specs, argv.sync);
       if (argv.kind === 'apply_error') throw new SyncctlError('SPEC_INVALID', 'parked apply_errors are applied again with conflicts retry, not resolved');

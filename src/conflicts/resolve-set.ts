@@ -14,12 +14,15 @@ import type { ColumnFacts } from '../catalog/facts.ts';
 import { quoteIdent, quoteQualified } from '../sql/quote.ts';
 import { OP, stagedRows, type ApplyTable } from '../apply/render-apply.ts';
 
-/** Target column -> its value as text, in the order given. */
-export type Assignments = ReadonlyMap<string, string>;
+/** Target column -> its value as text (null: NULL), in the order given. */
+export type Assignments = ReadonlyMap<string, string | null>;
 
-/** `col=value` items (the value may contain '=' and be empty); a column given twice is an error. */
-export function parseAssignments(items: readonly string[]): Assignments {
-  const out = new Map<string, string>();
+/**
+ * `col=value` items (the value may contain '=' and be empty), then the columns set to NULL
+ * (`--set-null col`: no text reads as NULL); a column given twice is an error.
+ */
+export function parseAssignments(items: readonly string[], nulls: readonly string[] = []): Assignments {
+  const out = new Map<string, string | null>();
   for (const item of items) {
     const at = item.indexOf('=');
     if (at <= 0) throw new SyncctlError('SPEC_INVALID', `--set ${item}: expected column=value`);
@@ -27,7 +30,12 @@ export function parseAssignments(items: readonly string[]): Assignments {
     if (out.has(column)) throw new SyncctlError('SPEC_INVALID', `--set ${column}: given twice`);
     out.set(column, item.slice(at + 1));
   }
-  if (out.size === 0) throw new SyncctlError('SPEC_INVALID', '--set needs at least one column=value');
+  for (const column of nulls) {
+    if (column === '') throw new SyncctlError('SPEC_INVALID', '--set-null needs a column name');
+    if (out.has(column)) throw new SyncctlError('SPEC_INVALID', `--set ${column}: given twice`);
+    out.set(column, null);
+  }
+  if (out.size === 0) throw new SyncctlError('SPEC_INVALID', '--set needs at least one column=value (or --set-null column)');
   return out;
 }
 
@@ -48,7 +56,7 @@ export interface SetWrite {
    */
   readonly kept: readonly string[];
   /** The columns set, in the order given, with their values (parameters of the statements). */
-  readonly set: readonly { readonly column: string; readonly value: string; readonly type: string }[];
+  readonly set: readonly { readonly column: string; readonly value: string | null; readonly type: string }[];
 }
 
 /**

@@ -66,14 +66,14 @@ test('locally_modified: the row becomes the incoming row with the columns set, t
   const [conflict] = await pendingOf(1);
   expect(conflict!.kind).toBe('locally_modified');
   const result = expectStatus(await resolve([conflict!.id, '--set', 'status=checked', '--set', 'tags={x,"y z"}', '--set', 'meta={"by": "alice", "n": 1}',
-    '--set', 'note=hand-written', '--by', 'alice']), 0);
-  expect(result.stdout).toContain('1 resolved (the incoming row written with status, tags, meta, note set), 0 queued change(s) behind them applied');
-  // Incoming (email, laps) where not set; set columns as their types; an unmapped column set too.
-  const written = { id: 1, email: 'm1@src', status: 'checked', laps: 3, tags: ['x', 'y z'], meta: { by: 'alice', n: 1 }, bio_md5: null, note: 'hand-written' };
+    '--set', 'note=hand-written', '--set-null', 'email', '--by', 'alice']), 0);
+  expect(result.stdout).toContain('1 resolved (the incoming row written with status, tags, meta, note, email set), 0 queued change(s) behind them applied');
+  // Incoming (laps) where not set; set columns as their types, email NULL; an unmapped column set too.
+  const written = { id: 1, email: null, status: 'checked', laps: 3, tags: ['x', 'y z'], meta: { by: 'alice', n: 1 }, bio_md5: null, note: 'hand-written' };
   expect(await row(1)).toEqual(written);
   const [after] = await conflictsOf(1);
-  expect(after).toMatchObject({ outcome: 'resolved', resolved_by: 'alice', reason: 'decided: the incoming row written with status, tags, meta, note set',
-    result: { id: 1, email: 'm1@src', status: 'checked', laps: 3, tags: ['x', 'y z'], meta: { by: 'alice', n: 1 }, note: 'hand-written' } });
+  expect(after).toMatchObject({ outcome: 'resolved', resolved_by: 'alice', reason: 'decided: the incoming row written with status, tags, meta, note, email set',
+    result: { id: 1, email: null, status: 'checked', laps: 3, tags: ['x', 'y z'], meta: { by: 'alice', n: 1 }, note: 'hand-written' } });
   expect(await localEntries(1)).toBe(0);
   // The row is syncctl's again: the next source change applies, with no conflict.
   await dbs().source.query(`UPDATE members SET status = 'after' WHERE id = 1`);

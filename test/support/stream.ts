@@ -272,7 +272,7 @@ export function churn(client: pg.Client, transaction: () => string, options: { p
         committed++;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {});
-        if (!/duplicate key|violates/.test((error as Error).message)) throw error;
+        if (!(error as Error).message.match(/duplicate key|violates/)) throw error;
       }
       if (options.pauseMs) await sleep(options.pauseMs);
     }

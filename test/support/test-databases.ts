@@ -2,7 +2,7 @@
  * A fresh pair of databases per test file: one on the source server, one on the target server.
  *
  *   const dbs = useTestDatabases('plan');
- *   test('...', async () => { await dbs().source.query('...'); run(dbs().sourceUrl, dbs().targetUrl); });
+ *   // in a test: await dbs().source.query('...'); run(dbs().sourceUrl, dbs().targetUrl);
  *
  * `drop()` removes whatever logical replication left behind (subscriptions, replication slots,
  * walsenders) so DROP DATABASE cannot be blocked, then drops both databases.

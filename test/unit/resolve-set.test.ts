@@ -42,6 +42,12 @@ describe('parseAssignments', () => {
   test('refuses an item without a column, and a column given twice', () => {
     expect(problem(() => parseAssignments(['=x'])).message).toBe('--set =x: expected column=value');
     expect(problem(() => parseAssignments(['a=1', 'a=2'])).message).toBe('--set a: given twice');
+    expect(problem(() => parseAssignments(['a=1'], ['a'])).message).toBe('--set a: given twice');
+    expect(problem(() => parseAssignments([], [])).message).toBe('--set needs at least one column=value (or --set-null column)');
+  });
+  test('--set-null: the column set to NULL, after the --set ones; alone too', () => {
+    expect([...parseAssignments(['status=a'], ['note'])]).toEqual([['status', 'a'], ['note', null]]);
+    expect([...parseAssignments([], ['note'])]).toEqual([['note', null]]);
   });
 });
 
