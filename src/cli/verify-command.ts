@@ -17,14 +17,15 @@ export function verifyCommand(yargs: Argv) {
       .option('sync', { type: 'string', describe: 'only this sync (by name)' })
       .option('table', { type: 'string', array: true, describe: 'only this table of the spec (repeatable)' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON array on stdout, one object per sync' })
-      .option('repair', { type: 'boolean', default: false, describe: 're-apply the differing keys from the source through the stream, then check them again' })
+      .option('repair', { type: 'boolean', default: false, describe: 're-apply the differing keys from the source through the stream, then check them again (not native tables: their differences are reported)' })
       .option('timeout', { type: 'number', default: 60, describe: 'seconds to wait for the worker to apply past a source read before a difference is reported unconfirmed' })
       .check((argv) => (argv.timeout >= 0 ? true : `--timeout must be a number of seconds, 0 or more; got ${String(argv.timeout)}`))
       .example('$0 verify specs/', 'every table of every sync')
       .example('$0 verify specs/ --sync laas_to_orgs --table users --repair', 'one table, and fix what differs')
       .epilogue('A key differs only if it still does once the worker has applied past the source position it was read at; keys a conflict ' +
         'rule keeps different (a local change still recorded, a pending manual conflict, a row as its last conflict left it) are listed ' +
-        'as kept, not as differences. The worker must be running for differences to be confirmed and repaired.\n\n' +
+        'as kept, not as differences. The worker (for native tables, their subscription) must be running for differences to be confirmed, ' +
+        'and the worker for them to be repaired.\n\n' +
         'Exit status: 0 nothing differs, 1 differences (or unconfirmed ones, or a table not compared), 2 a spec or database could not be read.'),
     async (argv) => {
       const named = (await loadSpecs(argv.specs)).filter((s) => argv.sync === undefined || s.name === argv.sync);

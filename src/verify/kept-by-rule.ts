@@ -6,6 +6,8 @@
  * - a row exactly as the key's last conflict left it (`kept` or `merged`: target-owned columns
  *   under `fields`, `merge` columns), the conflict's `result` being the target row it wrote.
  * The first reads syncctl tables only (slonik); the second compares with the user's table (pg).
+ * A native table has neither: its subscription applies every change as sent (source-wins is the
+ * only rule it takes), and no trigger records local writes to it.
  */
 import { createSqlTag, type DatabasePool } from 'slonik';
 import { z } from 'zod';
@@ -24,7 +26,7 @@ export async function keptByRule(
 ): Promise<Map<string, string>> {
   const keys = [...new Set(findings.map((f) => f.kj).filter((kj) => kj !== ''))];
   const reasons = new Map<string, string>();
-  if (keys.length === 0) return reasons;
+  if (keys.length === 0 || shape.table.mode === 'native') return reasons;
   const strategy = shape.table.conflict.strategy;
   const local = await control.any(sql.type(localChange)`
     SELECT l.key::text AS key, l.operation, to_char(l.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "changedAt", l.changed_by AS "changedBy",

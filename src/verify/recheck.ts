@@ -1,8 +1,9 @@
 /**
- * The re-check: a candidate counts as a difference only once the worker has applied past the
- * source position it was read at, and the source did not change the key meanwhile.
+ * The re-check: a candidate counts as a difference only once the table's applier (the worker, or
+ * a native table's subscription: worker-position.ts) has applied past the source position it was
+ * read at, and the source did not change the key meanwhile.
  *
- * Each round: wait until the checkpoint passes L (a barrier written after the last source read),
+ * Each round: wait until the applier passes L (a barrier written after the last source read),
  * read the target rows of the candidates, then their source rows, then write the next barrier.
  * The target rows hold the source as it was at some point between the previous source read and
  * this one (everything before L is applied, and nothing after this read can be). So when a key's
@@ -19,7 +20,7 @@ import { sourceRowsByKey, targetRowsByKey, versionOf, type ComparedRow, type Key
 import { groupByKey, type Candidate } from './scan-table.ts';
 import type { DifferenceKind } from './verification.ts';
 import type { VerifyShape } from './verify-shape.ts';
-import { sourceBarrier, waitForApplied } from './worker-position.ts';
+import { applierOf, sourceBarrier, waitForApplier } from './worker-position.ts';
 
 const MAX_ROUNDS = 8;
 
@@ -37,14 +38,14 @@ export interface RecheckContext {
   readonly target: Connection;
   readonly control: DatabasePool;
   readonly syncName: string;
-  /** How long to wait for the worker in one round. */
+  /** How long to wait for the applier in one round. */
   readonly timeoutMs: number;
 }
 
 export interface RecheckResult {
   readonly confirmed: readonly Finding[];
   readonly unconfirmed: readonly (Finding & { readonly reason: string })[];
-  /** Set when the worker did not get past a read position in time. */
+  /** Set when the applier did not get past a read position in time. */
   readonly workerBehind?: string;
 }
 
@@ -54,12 +55,12 @@ export async function recheck(ctx: RecheckContext, shape: VerifyShape, candidate
   const unconfirmed: (Finding & { reason: string })[] = [];
   const seenExtra = new Set<string>();
   let pending = new Map([...candidates].map(([k, c]) => [k, { ...c, last: undefined as Finding | undefined }]));
+  const applier = applierOf(ctx.syncName, shape.table);
   let lsn = readAt;
   for (let round = 1; pending.size > 0 && round <= MAX_ROUNDS; round++) {
-    const applied = await waitForApplied(ctx.control, ctx.syncName, lsn, ctx.timeoutMs);
+    const applied = await waitForApplier(ctx, applier, lsn, ctx.timeoutMs);
     if (!applied.reached) {
-      const workerBehind = `the worker is not running or is behind: the sync's checkpoint (${applied.checkpoint ?? 'none'}) did not reach ` +
-        `the source position ${lsn} within ${Math.round(ctx.timeoutMs / 1000)} s`;
+      const workerBehind = applied.behind;
       // What each key looks like now, for the report; one that agrees now is no difference.
       const { target, source } = await readBoth(ctx, shape, [...pending.values()].map((c) => c.kv));
       for (const [k, c] of pending) {

@@ -27,6 +27,7 @@ function renderTable(t: TableVerification): string[] {
   lines.push(...listed(t.differences, (d) => `    ${d.kind.padEnd(10)} ${describeDifference(d)}`));
   lines.push(...listed(t.excluded, (d) => `    kept by conflict rule: ${d.kind} ${describeDifference(d)}: ${d.reason}`));
   lines.push(...listed(t.unconfirmed, (d) => `    unconfirmed: ${d.kind} ${describeDifference(d)}: ${d.reason}`));
+  if (t.notRepaired !== undefined) lines.push(`    not repaired: ${t.notRepaired}`);
   if (t.repair !== undefined) {
     const r = t.repair;
     lines.push(`    repair: ${r.repaired} of ${r.keys} key(s) repaired (${r.rows} source row(s) re-applied, ${r.deletes} target key(s) deleted)`);

@@ -10,6 +10,8 @@
  *   a pending manual conflict, a row left as a conflict's rule decided), with the reason.
  * - unconfirmed: a candidate that could not be decided (the worker did not get past the read
  *   position in time, or the source kept changing the key), with the reason.
+ * A native table (mirrored by a Postgres subscription) is compared through the identity mapping;
+ * --repair does not write it (`notRepaired`).
  * Key values are text, as Postgres prints them.
  */
 export type DifferenceKind = 'missing' | 'extra' | 'different';
@@ -56,6 +58,8 @@ export interface TableVerification {
   readonly excluded: readonly ReasonedDifference[];
   readonly unconfirmed: readonly ReasonedDifference[];
   readonly repair?: RepairResult;
+  /** Why --repair left this table's differences as they are (a native table). */
+  readonly notRepaired?: string;
 }
 
 export interface SyncVerification {

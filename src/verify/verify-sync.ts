@@ -3,7 +3,8 @@
  * while the worker streams (scan-table.ts finds candidates, recheck.ts confirms them once the
  * worker is past the read), differences a conflict rule keeps set apart (kept-by-rule.ts), and
  * with `repair` the rest re-applied through the stream (repair-table.ts, send-repair.ts) and checked again.
- * Each verify and repair is a row in syncctl.runs.
+ * Native tables are compared the same way, their subscription being the applier waited for; they
+ * are not repaired. Each verify and repair is a row in syncctl.runs.
  */
 import { createPool, createSqlTag, type DatabasePool } from 'slonik';
 import { z } from 'zod';
@@ -13,12 +14,15 @@ import { finishRun, messageOf, startRun, type RunCounts } from '../history/recor
 import type { Logger } from '../observe/logger.ts';
 import { describeConnection, passwordOf, redactSecrets } from '../observe/redact.ts';
 import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
+import { subscriptionName } from '../plan/render-ddl.ts';
 import { readValueSettings, type ValueSettings } from '../snapshot/source-evaluation.ts';
-import type { LoadedSync } from '../spec/loaded-sync.ts';
+import type { LoadedSync, LoadedTable } from '../spec/loaded-sync.ts';
 import { HASH_PROBE } from './render-verify-sql.ts';
 import { repairTable } from './repair-table.ts';
+import { notMirrored, readSubscription } from './subscription-position.ts';
 import { tableOk, type SyncVerification, type TableVerification } from './verification.ts';
 import { skippedTable, verifyTable, type CheckedTable, type VerifySession } from './verify-table.ts';
+import { applierOf } from './worker-position.ts';
 
 const sql = createSqlTag();
 
@@ -76,47 +80,67 @@ async function verifyWith(args: {
   await pinSettings(source, settings);
   await pinSettings(target, settings);
   const [a, b] = await Promise.all([source.query<{ h: string }>(HASH_PROBE), target.query<{ h: string }>(HASH_PROBE)]);
-  let session: VerifySession = {
+  const session: VerifySession = {
     source, target, control, sync, settings, sameHashes: a.rows[0]!.h === b.rows[0]!.h, syncName: sync.name, timeoutMs: options.timeoutMs,
     ...(options.logger ? { logger: options.logger } : {}),
   };
   const table = args.tables.length === 1 ? args.tables[0] : undefined;
   const run = await startRun(target, { sync: sync.name, kind: 'verify', ...(table !== undefined ? { table } : {}) });
   const checked: CheckedTable[] = [];
+  // Appliers (the worker, the subscription) that did not keep up for one table are not waited for again.
+  const behind = new Set<string>();
   try {
     for (const name of args.tables) {
       const spec = sync.tables.find((t) => t.name === name)!;
       const resolved = plan.tables.get(name);
-      const skip = skipReason(spec.mode, states.get(name), resolved);
+      const skip = spec.mode === 'native' ? await nativeSkipReason(target, sync.name, spec, resolved) : skipReason(states.get(name), resolved);
+      const applier = applierOf(sync.name, spec).kind;
       const result = skip !== undefined || resolved === undefined ? { report: skippedTable(spec.name, spec.target, skip ?? 'not planned'), drift: [] }
-        : await verifyTable(session, resolved);
+        : await verifyTable(behind.has(applier) ? { ...session, timeoutMs: 0 } : session, resolved);
       checked.push(result);
-      // A worker that did not keep up for one table is not waited for again.
-      if (result.workerBehind !== undefined) session = { ...session, timeoutMs: 0 };
+      if (result.workerBehind !== undefined) behind.add(applier);
     }
   } catch (error) {
     await finishRun(target, run, { outcome: 'failed', detail: messageOf(error) }).catch(() => {});
     throw error;
   }
-  const behind = checked.find((c) => c.workerBehind !== undefined)?.workerBehind;
-  await finishRun(target, run, { outcome: behind ? 'failed' : 'ok', counts: verifyCounts(checked.map((c) => c.report)), detail: behind ?? summary(checked) });
+  const notCaughtUp = checked.find((c) => c.workerBehind !== undefined)?.workerBehind;
+  await finishRun(target, run, {
+    outcome: notCaughtUp ? 'failed' : 'ok', counts: verifyCounts(checked.map((c) => c.report)), detail: notCaughtUp ?? summary(checked),
+  });
   const reports = options.repair ? await repairAll(session, checked) : checked.map((c) => c.report);
   return { sync: sync.name, tables: reports, ok: reports.every(tableOk) };
 }
 
-function skipReason(mode: string, state: string | undefined, resolved: ResolvedTable | undefined): string | undefined {
-  if (mode === 'native') return 'a native table (mirrored by a Postgres subscription) is not compared';
+function skipReason(state: string | undefined, resolved: ResolvedTable | undefined): string | undefined {
   if (resolved === undefined) return 'the table is not planned';
   if (state !== 'streaming') return `the table is ${state ?? 'not registered'}, not streaming: its target is not expected to equal the source`;
   return undefined;
 }
 
-/** Repairs every table with differences left, each as a 'repair' run, and checks its keys again. */
+/** A native table's state is its subscription's (syncctl.sync_tables does not follow it). */
+async function nativeSkipReason(target: Connection, syncName: string, table: LoadedTable, resolved: ResolvedTable | undefined): Promise<string | undefined> {
+  if (resolved === undefined) return 'the table is not planned';
+  const subscription = subscriptionName(syncName);
+  return notMirrored(subscription, await readSubscription(target, { subscription, table: table.target }));
+}
+
+/**
+ * Repairs every table with differences left, each as a 'repair' run, and checks its keys again.
+ * A native table is left as it is: its subscription writes it, and a write by syncctl would race
+ * the subscription's apply worker (a repaired row could be overwritten by an older change, or make
+ * the next change fail and stop the subscription).
+ */
 async function repairAll(session: VerifySession, checked: readonly CheckedTable[]): Promise<TableVerification[]> {
   const out: TableVerification[] = [];
   for (const c of checked) {
     if (c.shape === undefined || c.drift.length === 0) {
       out.push(c.report);
+      continue;
+    }
+    if (c.shape.table.mode === 'native') {
+      out.push({ ...c.report, notRepaired: `--repair does not write native tables: subscription ${subscriptionName(session.syncName)} writes this table, ` +
+        'and a write by syncctl would race its apply worker' });
       continue;
     }
     out.push({ ...c.report, repair: await repairTable(session, c.shape, c.drift) });

@@ -1,6 +1,7 @@
 /**
  * One table of `syncctl verify`: the path (where the mapping is evaluated), the first pass, the
- * re-check of its candidates, and the differences a conflict rule keeps set apart.
+ * re-check of its candidates, and the differences a conflict rule keeps set apart. A native table
+ * is compared through its identity mapping (native-mirror.ts).
  */
 import { postgresMessage } from '../catalog/analyze-mapping.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -8,6 +9,7 @@ import type { ResolvedTable } from '../plan/plan-sync.ts';
 import { decideCopyPath, type CopyPath, type ValueSettings } from '../snapshot/source-evaluation.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { keptByRule } from './kept-by-rule.ts';
+import { nativeIdentity } from './native-mirror.ts';
 import { recheck, type Finding, type RecheckContext } from './recheck.ts';
 import { scanTable } from './scan-table.ts';
 import type { Difference, TableVerification } from './verification.ts';
@@ -27,11 +29,12 @@ export interface CheckedTable {
   readonly report: TableVerification;
   readonly shape?: VerifyShape;
   readonly drift: readonly Finding[];
-  /** Set when the worker did not get past a read position in time. */
+  /** Set when the table's applier did not get past a read position in time. */
   readonly workerBehind?: string;
 }
 
-export async function verifyTable(session: VerifySession, resolved: ResolvedTable): Promise<CheckedTable> {
+export async function verifyTable(session: VerifySession, planned: ResolvedTable): Promise<CheckedTable> {
+  const resolved = planned.table.mode === 'native' ? nativeIdentity(planned) : planned;
   const { table } = resolved;
   const path = await copyPath(session, resolved);
   const shape = buildVerifyShape(resolved, path);
@@ -48,7 +51,8 @@ export async function verifyTable(session: VerifySession, resolved: ResolvedTabl
   }
   // A row a rule keeps is not drift, whether or not the re-check could confirm it.
   const kept = await keptByRule(session.control, session.target, session.sync.name, shape, [...confirmed, ...unconfirmed]);
-  if (table.truncate === 'ignore') {
+  // A native subscription applies every TRUNCATE it is sent.
+  if (table.truncate === 'ignore' && table.mode === 'mapped') {
     for (const f of [...confirmed, ...unconfirmed]) {
       if (f.kind === 'extra' && !kept.has(f.kj)) kept.set(f.kj, `truncate: 'ignore' keeps the target's rows when the source table is truncated`);
     }
@@ -69,11 +73,14 @@ export async function verifyTable(session: VerifySession, resolved: ResolvedTabl
   };
 }
 
-/** As the initial copy decides it; a source that cannot be probed keeps the staged path. */
+/**
+ * As the initial copy decides it; a source that cannot be probed keeps the staged path. A native
+ * table's identity mapping is probed as a mapped table's would be: bare columns and their types.
+ */
 async function copyPath(session: VerifySession, resolved: ResolvedTable): Promise<CopyPath> {
   if (!session.sameHashes) return { direct: false, reason: 'the two servers hash values differently (another byte order): rows are compared in the target' };
   try {
-    return await decideCopyPath(session.source, session.target, resolved, session.settings);
+    return await decideCopyPath(session.source, session.target, { ...resolved, table: { ...resolved.table, mode: 'mapped' } }, session.settings);
   } catch (error) {
     await session.source.query('ROLLBACK').catch(() => {});
     return { direct: false, reason: `the source could not be probed: ${postgresMessage(error)}` };

@@ -6,11 +6,14 @@ import { compareRows } from '../../src/verify/recheck.ts';
 import {
   directRowSource, hashable, renderBucketRows, renderRowsByKey, renderShipByKey, renderStagedDiff, renderBucketSummary, targetRowSource,
 } from '../../src/verify/render-verify-sql.ts';
+import { nativeIdentity } from '../../src/verify/native-mirror.ts';
 import { describeDifference, renderVerificationText } from '../../src/verify/render-verification.ts';
 import { bucketCount } from '../../src/verify/scan-table.ts';
 import { repairMessages } from '../../src/verify/send-repair.ts';
 import type { SyncVerification } from '../../src/verify/verification.ts';
+import { notMirrored } from '../../src/verify/subscription-position.ts';
 import { buildVerifyShape, type VerifyShape } from '../../src/verify/verify-shape.ts';
+import { applierOf } from '../../src/verify/worker-position.ts';
 
 const column = (name: string, type: string, attnum: number) => ({
   name, attnum, type, typeOid: 25, typeSchema: 'pg_catalog', typeName: type, notNull: true, hasDefault: false, generated: false, identity: false,
@@ -160,4 +163,66 @@ test('the text form: each key with its kind and columns, kept and unconfirmed on
 verify: 2 key(s) differ in 1 table(s); 1 table(s) and 10 row(s) compared; 1 kept by a conflict rule; 1 table(s) not compared
 `);
   expect(describeDifference({ key: { institute_id: '1', user_id: null }, kind: 'extra', columns: [] })).toBe('institute_id=1, user_id=NULL');
+});
+
+describe('native tables', () => {
+  /** products(id, name, price, shout generated) mirrored into products(id, name, price int8 -> numeric, shout generated, note): the plan's entry, no columns. */
+  function native(): ResolvedTable {
+    const r = resolved();
+    const facts = (columns: ReturnType<typeof column>[]) => ({ ...r.sourceFacts, name: { schema: 'public', name: 'products' }, columns });
+    return {
+      ...r,
+      table: { ...r.table, name: 'products', source: { schema: 'public', name: 'products' }, target: { schema: 'public', name: 'products' }, mode: 'native', key: [],
+        columns: [], where: 'id % 10 <> 0' },
+      key: ['id'], decision: { identityColumns: ['id'], filterAt: 'publication' }, columnsRead: new Map(), whereColumnsRead: [], stagingTypes: new Map(),
+      sourceFacts: facts([column('id', 'integer', 1), column('name', 'text', 2), column('price', 'bigint', 3), { ...column('shout', 'text', 4), generated: true }]),
+      targetFacts: facts([column('id', 'integer', 1), column('name', 'text', 2), column('price', 'numeric', 3), { ...column('shout', 'text', 4), generated: true },
+        column('note', 'text', 5)]),
+    };
+  }
+
+  test('the identity mapping: every published source column into its namesake, staged as the target column\'s type', () => {
+    const identity = nativeIdentity(native());
+    expect(identity.table.columns).toEqual([{ target: 'id', expression: '"id"' }, { target: 'name', expression: '"name"' }, { target: 'price', expression: '"price"' }]);
+    expect(identity.table.mode).toBe('native');
+    const shape = buildVerifyShape(identity, staged) as VerifyShape;
+    expect(shape.key).toEqual([{ name: 'id', type: 'integer' }]);
+    expect(shape.columns.map((c) => c.name)).toEqual(['id', 'name', 'price']);
+    expect(shape.source).toMatchObject({
+      kind: 'staged', publicationFilter: 'id % 10 <> 0', keySources: ['id'],
+      reads: [{ name: 'id', type: 'integer' }, { name: 'name', type: 'text' }, { name: 'price', type: 'numeric' }],
+    });
+    expect(shape.source).not.toHaveProperty('workerFilter');
+  });
+
+  test('the applier: the worker for a mapped table, the sync\'s subscription for a native one', () => {
+    expect(applierOf('shop', resolved().table)).toEqual({ kind: 'worker' });
+    expect(applierOf('shop', native().table)).toEqual({ kind: 'subscription', subscription: 'syncctl_shop_native', table: { schema: 'public', name: 'products' } });
+  });
+
+  test('compared only once the subscription holds the table and has copied it', () => {
+    const reading = { slot: 'syncctl_shop_native', enabled: true, running: true };
+    expect(notMirrored('syncctl_shop_native', { ...reading, state: 'r' })).toBeUndefined();
+    expect(notMirrored('syncctl_shop_native', { ...reading, state: 'd' })).toBe(
+      `subscription syncctl_shop_native is still copying the table (pg_subscription_rel state 'd'): its target is not expected to equal the source yet`);
+    expect(notMirrored('syncctl_shop_native', { ...reading, state: null })).toBe('subscription syncctl_shop_native does not hold the table: run syncctl apply');
+    expect(notMirrored('syncctl_shop_native', undefined)).toBe('there is no subscription syncctl_shop_native: run syncctl apply');
+  });
+
+  test('the text form says why a native table is not repaired', () => {
+    const result: SyncVerification = {
+      sync: 'shop', ok: false,
+      tables: [{
+        table: 'products', target: 'public.products', path: 'direct', pathReason: 'same', rows: { source: 3, target: 3 }, rechecked: 1,
+        differences: [{ key: { id: '2' }, kind: 'different', columns: ['name'] }], excluded: [], unconfirmed: [],
+        notRepaired: '--repair does not write native tables: subscription syncctl_shop_native writes this table, and a write by syncctl would race its apply worker',
+      }],
+    };
+    expect(renderVerificationText([result])).toBe(`sync shop
+  products -> public.products (mapped on the source): 3 source row(s), 3 target row(s): 1 difference(s)
+    different  id=2 (name)
+    not repaired: --repair does not write native tables: subscription syncctl_shop_native writes this table, and a write by syncctl would race its apply worker
+verify: 1 key(s) differ in 1 table(s); 1 table(s) and 3 row(s) compared
+`);
+  });
 });
