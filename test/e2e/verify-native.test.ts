@@ -15,10 +15,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { LoadedSync } from '../../src/spec/loaded-sync.ts';
-import type { Difference, SyncVerification, TableVerification } from '../../src/verify/verification.ts';
-import { rows, runSyncctl, syncSpec, useSpecDir, waitFor, type CliResult } from '../support/cli.ts';
+import { rows, runSyncctl, syncSpec, useSpecDir, waitFor } from '../support/cli.ts';
 import { apply, churn, loadSync, randomInt, sleep, startWorker, waitForStreaming, type Churn, type InProcessWorker } from '../support/stream.ts';
 import { useTestDatabases } from '../support/test-databases.ts';
+import { runVerify, sortedDifferences, tableReport } from '../support/verify.ts';
 
 const dbs = useTestDatabases('verify_native');
 const specs = useSpecDir();
@@ -65,16 +65,9 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-async function verify(args: readonly string[] = []): Promise<{ result: CliResult; sync: SyncVerification }> {
-  const result = await runSyncctl(['verify', dir, '--json', ...args], env, { timeoutMs: 120_000 });
-  if (result.status !== 0 && result.status !== 1) throw new Error(`verify exited ${result.status}\n${result.stdout}\n${result.stderr}`);
-  const all = JSON.parse(result.stdout) as SyncVerification[];
-  expect(all).toHaveLength(1);
-  return { result, sync: all[0]! };
-}
-
-const table = (s: SyncVerification, name: string): TableVerification => s.tables.find((t) => t.table === name)!;
-const sorted = (ds: readonly Difference[]) => [...ds].sort((a, b) => JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)));
+const verify = (args: readonly string[] = []) => runVerify(dir, env, args);
+const table = tableReport;
+const sorted = sortedDifferences;
 
 /** A target session holding product `id` locked: the subscription's apply worker waits on it when it updates that row. */
 async function lockProduct(id: number): Promise<pg.Client> {

@@ -15,12 +15,13 @@
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { LoadedSync } from '../../src/spec/loaded-sync.ts';
-import type { Difference, SyncVerification, TableVerification } from '../../src/verify/verification.ts';
-import { rows, runSyncctl, syncSpec, useSpecDir, type CliResult } from '../support/cli.ts';
+import type { SyncVerification } from '../../src/verify/verification.ts';
+import { rows, runSyncctl, syncSpec, useSpecDir } from '../support/cli.ts';
 import {
   apply, churn, expectTargetMatches, loadSync, randomInt, startWorker, waitForStreaming, type Churn, type InProcessWorker, type MappedTable,
 } from '../support/stream.ts';
 import { useTestDatabases } from '../support/test-databases.ts';
+import { runVerify, sortedDifferences, tableReport } from '../support/verify.ts';
 
 const dbs = useTestDatabases('verify');
 const specs = useSpecDir();
@@ -104,16 +105,9 @@ afterAll(async () => {
   await worker?.stop();
 });
 
-async function verify(args: readonly string[] = [], environment = env): Promise<{ result: CliResult; sync: SyncVerification }> {
-  const result = await runSyncctl(['verify', dir, '--json', ...args], environment, { timeoutMs: 120_000 });
-  if (result.status !== 0 && result.status !== 1) throw new Error(`verify exited ${result.status}\n${result.stdout}\n${result.stderr}`);
-  const all = JSON.parse(result.stdout) as SyncVerification[];
-  expect(all).toHaveLength(1);
-  return { result, sync: all[0]! };
-}
-
-const table = (s: SyncVerification, name: string): TableVerification => s.tables.find((t) => t.table === name)!;
-const sorted = (ds: readonly Difference[]) => [...ds].sort((a, b) => JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)));
+const verify = (args: readonly string[] = [], environment = env) => runVerify(dir, environment, args);
+const table = tableReport;
+const sorted = sortedDifferences;
 /** The tables as the comparison helper reads them: without the columns the target owns, and `except` keys (SQL over both rows) left out. */
 const mapped = (names: readonly string[], except: Record<string, string> = {}): MappedTable[] =>
   sync.tables.filter((t) => names.includes(t.name)).map((t) => ({
