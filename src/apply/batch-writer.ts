@@ -17,7 +17,7 @@ import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
 import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 import { noteParked, parkedTables, resolveParkedSql } from './parked.ts';
-import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type TransactionMark } from './source-order.ts';
+import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable, type TransactionMark } from './source-order.ts';
 
 /** W: an UPDATE's new row; I: an INSERT's row; D: a deleted row's key; K: an UPDATE's old row (its W follows). */
 export type StageOp = 'W' | 'I' | 'D' | 'K';
@@ -132,6 +132,12 @@ const PREPARABLE = /^(INSERT|UPDATE|DELETE|SELECT|WITH)\b/;
 const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 /** Names prepared statements: unique in the process, so a name is never reused after a DEALLOCATE. */
 let preparedCount = 0;
+
+/** A table as source order renders it; `onError` overrides the spec's (applyAside: stop). */
+function sourceOrderTable(state: TableState, onError = state.table.onError): SourceOrderTable {
+  const { apply, tableName, strategy, conflict } = state.table;
+  return { apply, tableName, strategy, onError, ...(conflict ? { conflict } : {}) };
+}
 
 function sameValue(a: Buffer | null, b: Buffer | null): boolean {
   return a === null || b === null ? a === b : a.equals(b);
@@ -481,8 +487,7 @@ export class BatchWriter {
   private async applyAside(pending: readonly TableState[], aside: readonly Aside[], context: SourcePosition, cleared: boolean): Promise<void> {
     const { rows } = await this.client.query(ACTING_FOREIGN_KEY, [pending.map((s) => quoteQualified(s.table.apply.target))]);
     if (rows.length > 0) throw Object.assign(new Error('a foreign key acts on the slice\'s tables: not split'), { code: LOCAL_CHANGES_FOUND });
-    const tables = aside.map(({ state: s }) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: 'stop' as const,
-      ...(s.table.conflict ? { conflict: s.table.conflict } : {}) }));
+    const tables = aside.map(({ state }) => sourceOrderTable(state, 'stop'));
     for (const a of aside) this.deleted += a.rows;
     await this.client.query([
       // The set statements empty the stages only when they are to be reused.
@@ -538,8 +543,7 @@ export class BatchWriter {
    * the row's (or a row's error on an `onError: stop` table) fails the batch.
    */
   private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean, conflicts = false): Promise<void> {
-    const tables = pending.map((s) => ({ apply: s.table.apply, tableName: s.table.tableName, strategy: s.table.strategy, onError: s.table.onError,
-      ...(s.table.conflict ? { conflict: s.table.conflict } : {}) }));
+    const tables = pending.map((state) => sourceOrderTable(state));
     const marks = this.transactionMarks(context);
     await this.client.query('SAVEPOINT syncctl_order');
     try {
