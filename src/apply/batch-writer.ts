@@ -171,8 +171,18 @@ export type AppliedCounts = ReadonlyMap<string, number>;
 
 const READ_CONFLICTS_LOGGED = `SELECT current_setting('syncctl.conflicts_logged', true) AS logged`;
 
+/**
+ * The transaction's conflict counts (sql/9_conflict-counts.sql: {"[table, kind, outcome]": n});
+ * a schema not migrated yet still writes sql/7's "table|kind|outcome" lines.
+ */
 function conflictCounts(logged: string | null | undefined): ConflictCount[] {
   if (!logged) return [];
+  if (logged.startsWith('{')) {
+    return Object.entries(JSON.parse(logged) as Record<string, number>).map(([entry, count]) => {
+      const [table = '', kind = '', outcome = ''] = JSON.parse(entry) as string[];
+      return { table, kind, outcome, count };
+    });
+  }
   const counts = new Map<string, number>();
   for (const line of logged.split('\n')) if (line !== '') counts.set(line, (counts.get(line) ?? 0) + 1);
   return [...counts].map(([line, count]) => {
