@@ -16,6 +16,7 @@ import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '..
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
 import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+import { renderKeptPrefix } from './kept-prefix.ts';
 import { noteParked, parkedTables, resolveParkedSql } from './parked.ts';
 import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable, type TransactionMark } from './source-order.ts';
 
@@ -84,6 +85,8 @@ interface TableState {
  * conflict differential test compares them with, and a way to rule them out.
  */
 const SOURCE_ORDER_ONLY = process.env['SYNCCTL_APPLY'] === 'source-order';
+/** SYNCCTL_APPLY=source-order-aside: every change set aside for conflicts goes to source order, none is logged set-based (kept-prefix.ts); for comparing the two. */
+const SOURCE_ORDER_ASIDE = process.env['SYNCCTL_APPLY'] === 'source-order-aside';
 
 /** A table's changes set aside by ApplyStatements.split, and how many. */
 interface Aside {
@@ -157,6 +160,8 @@ export interface CommitPosition {
   readonly conflicts: readonly ConflictCount[];
   /** Changes of keys with a local change that the commit applied in source order, apart from the set statements (applyAside). */
   readonly setAside: number;
+  /** Of those, the changes the rule only logged (kept, pending), logged set-based (kept-prefix.ts). */
+  readonly loggedAside: number;
 }
 
 export interface ConflictCount {
@@ -223,6 +228,8 @@ export class BatchWriter {
   private localChangesMet = false;
   /** Changes applyAside applied in the open transaction (CommitPosition.setAside). */
   private asideApplied = 0;
+  /** Changes applyAside logged set-based in the open transaction (CommitPosition.loggedAside). */
+  private asideLogged = 0;
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
@@ -481,9 +488,11 @@ export class BatchWriter {
 
   /**
    * The changes set aside, after the set statements applied the rest of the slice: back in their
-   * stages, and applied in source order, where each meets the table's rule. Strict (every table as
-   * onError: stop): a change that fails raises, the caller rolls the whole slice back and applies
-   * it in source order, which parks what is at fault. Nothing is parked here.
+   * stages, and applied in source order, where each meets the table's rule; the first changes of
+   * each key that the rule would only log (kept, pending) are logged set-based before that and
+   * taken out (kept-prefix.ts: they write nothing, so what follows meets the same row). Strict
+   * (every table as onError: stop): a change that fails raises, the caller rolls the whole slice
+   * back and applies it in source order, which parks what is at fault. Nothing is parked here.
    *
    * Why this is source order's result: the two groups have no key in common (a key with a local
    * change has every change of it set aside; a slice that changes a key is not split), and each
@@ -498,15 +507,20 @@ export class BatchWriter {
     const { rows } = await this.client.query(ACTING_FOREIGN_KEY, [pending.map((s) => quoteQualified(s.table.apply.target))]);
     if (rows.length > 0) throw Object.assign(new Error('a foreign key acts on the slice\'s tables: not split'), { code: LOCAL_CHANGES_FOUND });
     const tables = aside.map(({ state }) => sourceOrderTable(state, 'stop'));
+    const marks = this.transactionMarks(context);
     for (const a of aside) this.deleted += a.rows;
-    await this.client.query([
+    const logged = SOURCE_ORDER_ASIDE ? [] : tables.flatMap((t) => renderKeptPrefix(this.syncName, t, marks) ?? []);
+    const results = await this.client.query([
+      // What the rule only logs, logged set-based first (see kept-prefix.ts); source order goes on from there.
+      ...logged,
       // The set statements empty the stages only when they are to be reused.
       ...(cleared ? [] : aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`)),
       ...aside.map(({ state: s }) => s.statements.split!.moveBack),
-      renderSourceOrder(this.syncName, tables, this.transactionMarks(context), 'strict'),
+      renderSourceOrder(this.syncName, tables, marks, 'strict'),
       ...aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`),
     ].join(';\n'));
     for (const a of aside) this.asideApplied += a.rows;
+    for (const r of (results as unknown as pg.QueryResult[]).slice(0, logged.length)) this.asideLogged += r.rowCount ?? 0;
   }
 
   /**
@@ -839,9 +853,10 @@ export class BatchWriter {
     await this.vacuumIfDue();
     await this.dropRetired();
     const position = results[results.length - 1]!.rows[0] as { lsn: string; flushed: string };
-    const setAside = this.asideApplied;
+    const [setAside, loggedAside] = [this.asideApplied, this.asideLogged];
     this.asideApplied = 0;
-    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged), setAside };
+    this.asideLogged = 0;
+    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged), setAside, loggedAside };
   }
 
   /**
@@ -909,6 +924,7 @@ export class BatchWriter {
     if (this.begun) await this.client.query('ROLLBACK').catch(() => {});
     this.finish();
     this.asideApplied = 0;
+    this.asideLogged = 0;
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();

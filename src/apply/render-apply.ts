@@ -159,10 +159,10 @@ export function sideTableName(table: ApplyTable): string {
 
 /**
  * What the mapping reads: the stage, or, for a table staged as text after a rejection, the stage
- * with each column cast to the type the mapping expects. `where` filters the stage itself.
+ * with each column cast to the type the mapping expects. `where` filters the stage itself;
+ * `stage` reads a table of the stage's shape instead (the side table).
  */
-export function stagedRows(table: ApplyTable, alias: string, where = '', withId = false): string {
-  const stage = stageTableName(table);
+export function stagedRows(table: ApplyTable, alias: string, where = '', withId = false, stage = stageTableName(table)): string {
   const filter = where === '' ? '' : ` WHERE ${where}`;
   // withId: each row's ctid as "syncctl$id" (a subquery then, even when nothing is cast).
   const id = withId ? `ctid AS ${quoteIdent('syncctl$id')}, ` : '';

@@ -363,7 +363,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         await confirmDurable(parseLsn(position.flushed));
         options.onCommit?.({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes });
         logger.debug({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes,
-          ...(position.setAside > 0 ? { setAside: position.setAside } : {}) }, 'committed');
+          ...(position.setAside > 0 ? { setAside: position.setAside, loggedAside: position.loggedAside } : {}) }, 'committed');
       })().catch((error: unknown) => {
         failed ??= error;
         stream?.interrupt();
