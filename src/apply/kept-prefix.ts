@@ -63,10 +63,13 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
     `s.${quoteIdent(UNCHANGED)} AS unchanged, ${table.key.map((_, i) => `s.${keyVar(i)}`).join(', ')}, ` +
     `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}::${table.keyTypes[i]}`).join(', ')}) AS local_key, ` +
     `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}`).join(', ')}) AS logged_key, ` +
-    `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''} ` +
+    `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''}, k.id AS k_id ` +
     `FROM (SELECT s.*, ${table.key.map((k, i) => `(${keyExpr(k)}) AS ${keyVar(i)}`).join(', ')} ` +
     `FROM ${stagedRows(table, 's', `${quoteIdent(OP)} <> 'K'`, true, side)}) AS s ` +
-    `LEFT JOIN LATERAL (SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} WHERE s.${quoteIdent(OP)} <> 'D') AS n ON true`;
+    `LEFT JOIN LATERAL (SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} WHERE s.${quoteIdent(OP)} <> 'D') AS n ON true ` +
+    // An UPDATE's old row is staged right before its new row.
+    `LEFT JOIN (SELECT ctid AS id, ${quoteIdent(SEQ)} AS seq FROM ${side} WHERE ${quoteIdent(OP)} = 'K') AS k ` +
+    `ON s.${quoteIdent(OP)} = 'W' AND k.seq = s.${quoteIdent(SEQ)} - 1`;
   // As source order's detect: the local changes of the key (seen, and the newest one's time), and
   // the target row, locked.
   const local = `SELECT c.key, max(c.changed_at) AS lct FROM syncctl.local_changes AS c ` +
@@ -74,34 +77,36 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   const current = `SELECT ${table.key.map((k, i) => `t.${quoteIdent(k)} AS ${keyVar(i)}`).join(', ')}, to_jsonb(t) AS cur_row` +
     `${lww ? `, t.${lww} AS current_lww` : ''} FROM ${target} AS t ` +
     `WHERE (${table.key.map((k) => `t.${quoteIdent(k)}`).join(', ')}) IN (SELECT ${table.key.map((_, i) => `ch.${keyVar(i)}`).join(', ')} FROM ch) FOR UPDATE OF t`;
-  // The position of each change's own transaction: the last mark at or before it (the first mark for what precedes every mark).
-  const position = `LEFT JOIN LATERAL (SELECT m.lsn, m.t FROM unnest(${array(ordered.map((m) => m.fromSeq), 'bigint')}, ` +
-    `${array(ordered.map((m) => m.lsn), 'pg_lsn')}, ${array(ordered.map((m) => m.commitTime), 'timestamptz')}) WITH ORDINALITY AS m(seq, lsn, t, i) ` +
-    `WHERE m.i = 1 OR m.seq <= ch.seq ORDER BY m.i DESC LIMIT 1) AS m ON true`;
+  // The position of each change's own transaction: the last mark at or before it (source order's
+  // TX; the first mark for what precedes every mark). Marks are in sequence order: width_bucket
+  // finds it by binary search (the count of marks at or before the change).
+  const marksRow = `SELECT ${array(ordered.map((m) => m.fromSeq), 'bigint')} AS seqs, ${array(ordered.map((m) => m.lsn), 'pg_lsn')} AS lsns, ` +
+    `${array(ordered.map((m) => m.commitTime), 'timestamptz')} AS times`;
+  const position = 'CROSS JOIN marks CROSS JOIN LATERAL (SELECT greatest(width_bucket(ch.seq, marks.seqs), 1) AS i) AS mi ' +
+    'CROSS JOIN LATERAL (SELECT marks.lsns[mi.i] AS lsn, marks.times[mi.i] AS t) AS m';
   // The rule's verdict is `current` (source order: CASE … THEN 'incoming' ELSE 'current'; a
   // condition that is NULL falls to current there too).
   const byTime = '(m.t IS NULL OR m.t >= l.lct)';
   const heldBack = lww === undefined ? 'true'
     : `(CASE WHEN ch.op = 'D' OR cur.cur_row IS NULL THEN ${byTime} ELSE cur.current_lww IS NULL OR (ch.incoming_lww IS NOT NULL AND ch.incoming_lww >= cur.current_lww) END) IS NOT TRUE`;
   const decided = `ch.op IN ('I', 'W', 'D') AND ch.unchanged IS NULL AND l.key IS NOT NULL AND (ch.op <> 'I' OR cur.cur_row IS NOT NULL) AND ${heldBack}`;
-  const verdicts = `SELECT ch.id, ch.seq, ch.op, ch.local_key, ch.logged_key, ch.incoming, cur.cur_row, m.lsn, m.t, ` +
+  const verdicts = `SELECT ch.id, ch.k_id, ch.seq, ch.op, ch.local_key, ch.logged_key, ch.incoming, cur.cur_row, m.lsn, m.t, ` +
     `CASE WHEN ch.op = 'I' THEN 'insert_exists' WHEN cur.cur_row IS NULL THEN CASE WHEN ch.op = 'D' THEN 'delete_missing' ELSE 'update_missing' END ` +
     `ELSE 'locally_modified' END AS kind, ${decided} AS decided ` +
     `FROM ch LEFT JOIN cur ON ${table.key.map((_, i) => `cur.${keyVar(i)} = ch.${keyVar(i)}`).join(' AND ')} LEFT JOIN l ON l.key = ch.local_key ${position}`;
   // Source order's sync_conflicts.change for what it parks as pending: the change as staged, with its UPDATE's old row.
   const change = outcome !== 'pending' ? 'NULL'
     : `jsonb_build_object('columns', ${quoteLiteral(JSON.stringify(table.staged.map((c) => c.name)))}::jsonb, 'rows', ` +
-      `(SELECT jsonb_agg(to_jsonb(r) ORDER BY r.${quoteIdent(SEQ)}) FROM ${side} AS r WHERE r.ctid = p.id ` +
-      `OR (p.op = 'W' AND r.${quoteIdent(OP)} = 'K' AND r.${quoteIdent(SEQ)} = p.seq - 1)))`;
+      `(SELECT jsonb_agg(to_jsonb(r) ORDER BY r.${quoteIdent(SEQ)}) FROM ${side} AS r WHERE r.ctid = ANY (ARRAY[p.id, p.k_id])))`;
   const log = `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
     `source_commit_time, strategy, outcome, change) SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, p.kind, p.logged_key, ` +
     `CASE WHEN p.op = 'D' THEN NULL ELSE p.incoming END, p.cur_row, p.cur_row, p.lsn, p.t, ${quoteLiteral(t.strategy)}, ${quoteLiteral(outcome)}, ${change} ` +
     'FROM p WHERE p.held ORDER BY p.seq';
   return `WITH ch AS MATERIALIZED (${changes}), l AS MATERIALIZED (${local}), cur AS MATERIALIZED (${current}), ` +
-    `v AS MATERIALIZED (${verdicts}), ` +
+    `marks AS MATERIALIZED (${marksRow}), v AS MATERIALIZED (${verdicts}), ` +
     // Held back: decided, and so is every earlier change of its key.
     'p AS MATERIALIZED (SELECT v.*, bool_and(v.decided) OVER (PARTITION BY v.local_key ORDER BY v.seq) AS held FROM v), ' +
     `logged AS (${log}) ` +
-    `DELETE FROM ${side} AS s WHERE s.ctid = ANY (ARRAY(SELECT p.id FROM p WHERE p.held)) ` +
-    `OR (s.${quoteIdent(OP)} = 'K' AND s.${quoteIdent(SEQ)} + 1 = ANY (ARRAY(SELECT p.seq FROM p WHERE p.held AND p.op = 'W')))`;
+    // By ctid, one array: a TID scan (an OR of two, or a join, reads the side table per change).
+    `DELETE FROM ${side} AS s WHERE s.ctid = ANY (ARRAY(SELECT p.id FROM p WHERE p.held UNION ALL SELECT p.k_id FROM p WHERE p.held AND p.k_id IS NOT NULL))`;
 }
