@@ -7,7 +7,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Connection } from '../db/connect.ts';
 import {
   directRowSource, mappedRowSource, renderCopyIntoStaged, renderCreateStaged, renderDropStaged, renderInsertStaged, renderMapStaged,
-  renderRowsByKey, renderShipAll, renderShipByKey, targetRowSource,
+  renderRawVersionsByKey, renderRowsByKey, renderShipAll, renderShipByKey, targetRowSource,
 } from './render-verify-sql.ts';
 import type { VerifyShape } from './verify-shape.ts';
 
@@ -78,6 +78,22 @@ export async function shipAll(source: Connection, target: Connection, shape: Ver
 async function shipByKey(source: Connection, target: Connection, shape: VerifyShape, keys: readonly KeyValues[]): Promise<void> {
   const { rows } = await source.query<{ r: string }>(renderShipByKey(shape), keyParameters(shape, keys));
   if (rows.length > 0) await target.query(renderInsertStaged(shape), [`[${rows.map((r) => r.r).join(',')}]`]);
+}
+
+/**
+ * Per key, the versions of all its source rows, those the filters drop too (renderRawVersionsByKey);
+ * undefined when the table has no filter or the rows cannot be found by key.
+ */
+export async function rawVersionsByKey(source: Connection, shape: VerifyShape, keys: readonly KeyValues[]): Promise<Map<string, string> | undefined> {
+  const sql = renderRawVersionsByKey(shape);
+  if (sql === undefined) return undefined;
+  const byKey = new Map<string, { rel: string; tid: string; xmin: string }[]>();
+  if (keys.length > 0) {
+    for (const r of (await source.query<{ k: string; rel: string; tid: string; xmin: string }>(sql, keyParameters(shape, keys))).rows) {
+      byKey.set(r.k, [...(byKey.get(r.k) ?? []), r]);
+    }
+  }
+  return new Map([...byKey].map(([k, rows]) => [k, versionOf(rows)]));
 }
 
 /** Which source row versions a key had when read: '' when it had none. Equal texts mean no source write touched the key in between. */

@@ -12,11 +12,14 @@
  * changed goes round again; one that still changes after MAX_ROUNDS is reported unconfirmed.
  *
  * An extra row (no source row at either read) must be seen twice: a row inserted and deleted
- * between two reads leaves no version to compare, and the target may hold it for a moment.
+ * between two reads leaves no version to compare, and the target may hold it for a moment. Its
+ * version is that of every source row of the key, the ones the filters drop too (read after the
+ * compared rows, before the barrier): a row that left a filter, came back into it and left again
+ * between two reads has no compared row at either, and the target may hold it as it was while in.
  */
 import type { DatabasePool } from 'slonik';
 import type { Connection } from '../db/connect.ts';
-import { sourceRowsByKey, targetRowsByKey, versionOf, type ComparedRow, type KeyValues } from './read-rows.ts';
+import { rawVersionsByKey, sourceRowsByKey, targetRowsByKey, versionOf, type ComparedRow, type KeyValues } from './read-rows.ts';
 import { groupByKey, type Candidate } from './scan-table.ts';
 import type { DifferenceKind } from './verification.ts';
 import type { VerifyShape } from './verify-shape.ts';
@@ -70,13 +73,16 @@ export async function recheck(ctx: RecheckContext, shape: VerifyShape, candidate
       return { confirmed, unconfirmed, workerBehind };
     }
     const { target, source } = await readBoth(ctx, shape, [...pending.values()].map((c) => c.kv));
+    const findings = new Map([...pending].map(([k, c]) => [k, compareRows(shape, k, c.kv, source.get(k) ?? [], target.get(k))]));
+    // Read after the compared source rows and before the barrier: see the file's comment.
+    const extras = [...findings].filter(([, f]) => f?.kind === 'extra').map(([k]) => pending.get(k)!.kv);
+    const raw = extras.length > 0 ? await rawVersionsByKey(ctx.source, shape, extras) : undefined;
     lsn = await sourceBarrier(ctx.source, ctx.syncName);
     const next: typeof pending = new Map();
     for (const [k, c] of pending) {
-      const rows = source.get(k) ?? [];
-      const finding = compareRows(shape, k, c.kv, rows, target.get(k));
+      const finding = findings.get(k);
       if (finding === undefined) continue;
-      const version = versionOf(rows);
+      const version = finding.kind === 'extra' && raw !== undefined ? (raw.get(k) ?? '') : versionOf(source.get(k) ?? []);
       if (version === c.sourceVersion && (finding.kind !== 'extra' || seenExtra.has(k))) {
         confirmed.push(finding);
         continue;

@@ -146,6 +146,32 @@ export function renderRowsByKey(shape: VerifyShape, rows: RowSource): string {
     `FROM ${rows.from}${where([...rows.conditions, `${keyIn(rows.key, shape.key)}`])}`;
 }
 
+/**
+ * The place and version of every source row of some keys, filters or not: how the re-check tells
+ * that the source did not write a key between two reads when the key has no row that passes the
+ * filters (an extra target row). A row moving out of and back into a filter between two reads
+ * leaves the filtered rows the same (none); its row version does not. Undefined when the table has
+ * no filter (the compared rows are all its rows), or when a key's source rows can only be found by
+ * mapping the whole table (a staged table whose key is not a bare copy of source columns): there
+ * the filtered rows' versions are all the re-check has. The key is computed over rows the filters
+ * drop, as the worker computes it for the deletes such rows become.
+ * $1…$n: per key column, the keys' values as text (text[]).
+ */
+export function renderRawVersionsByKey(shape: VerifyShape): string | undefined {
+  const { source } = shape;
+  let key: string[];
+  if (source.kind === 'direct') {
+    if (source.where === undefined) return undefined;
+    key = shape.key.map((k) => source.select.get(k.name)!);
+  } else {
+    if (source.publicationFilter === undefined && source.workerFilter === undefined) return undefined;
+    if (source.keySources === undefined) return undefined;
+    key = source.keySources.map(quoteIdent);
+  }
+  return `SELECT ROW(${key.join(', ')})::text AS k, tableoid::oid::text AS rel, ctid::text AS tid, xmin::text AS xmin ` +
+    `FROM ${quoteQualified(shape.table.source)} WHERE ${keyIn(key, shape.key)}`;
+}
+
 /** `(k1, k2) IN (…the keys given as text arrays, cast to the key columns' types)`. */
 function keyIn(columns: readonly string[], types: readonly TypedColumn[]): string {
   return `(${columns.join(', ')}) IN (SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::text[]::${t.type}[]`).join(', ')}))`;
