@@ -63,7 +63,8 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
     `s.${quoteIdent(UNCHANGED)} AS unchanged, ${table.key.map((_, i) => `s.${keyVar(i)}`).join(', ')}, ` +
     `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}::${table.keyTypes[i]}`).join(', ')}) AS local_key, ` +
     `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}`).join(', ')}) AS logged_key, ` +
-    `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''}, k.id AS k_id ` +
+    `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''}, k.id AS k_id, ` +
+    `greatest(width_bucket(s.${quoteIdent(SEQ)}, ${array(ordered.map((m) => m.fromSeq), 'bigint')}), 1) AS tx ` +
     `FROM (SELECT s.*, ${table.key.map((k, i) => `(${keyExpr(k)}) AS ${keyVar(i)}`).join(', ')} ` +
     `FROM ${stagedRows(table, 's', `${quoteIdent(OP)} <> 'K'`, true, side)}) AS s ` +
     `LEFT JOIN LATERAL (SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} WHERE s.${quoteIdent(OP)} <> 'D') AS n ON true ` +
@@ -77,13 +78,13 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   const current = `SELECT ${table.key.map((k, i) => `t.${quoteIdent(k)} AS ${keyVar(i)}`).join(', ')}, to_jsonb(t) AS cur_row` +
     `${lww ? `, t.${lww} AS current_lww` : ''} FROM ${target} AS t ` +
     `WHERE (${table.key.map((k) => `t.${quoteIdent(k)}`).join(', ')}) IN (SELECT ${table.key.map((_, i) => `ch.${keyVar(i)}`).join(', ')} FROM ch) FOR UPDATE OF t`;
-  // The position of each change's own transaction: the last mark at or before it (source order's
-  // TX; the first mark for what precedes every mark). Marks are in sequence order: width_bucket
-  // finds it by binary search (the count of marks at or before the change).
-  const marksRow = `SELECT ${array(ordered.map((m) => m.fromSeq), 'bigint')} AS seqs, ${array(ordered.map((m) => m.lsn), 'pg_lsn')} AS lsns, ` +
-    `${array(ordered.map((m) => m.commitTime), 'timestamptz')} AS times`;
-  const position = 'CROSS JOIN marks CROSS JOIN LATERAL (SELECT greatest(width_bucket(ch.seq, marks.seqs), 1) AS i) AS mi ' +
-    'CROSS JOIN LATERAL (SELECT marks.lsns[mi.i] AS lsn, marks.times[mi.i] AS t) AS m';
+  // The position of each change's own transaction (ch.tx): the last mark at or before it (source
+  // order's TX; the first mark for what precedes every mark). Marks are in sequence order:
+  // width_bucket finds it by binary search (the count of marks at or before the change). The marks'
+  // arrays stay constants of the expressions, never columns: a row carrying them (a join with a
+  // one-row relation of them) is as wide as every mark, and the join's sort spilled them to disk.
+  const position = `CROSS JOIN LATERAL (SELECT (${array(ordered.map((m) => m.lsn), 'pg_lsn')})[ch.tx] AS lsn, ` +
+    `(${array(ordered.map((m) => m.commitTime), 'timestamptz')})[ch.tx] AS t) AS m`;
   // The rule's verdict is `current` (source order: CASE … THEN 'incoming' ELSE 'current'; a
   // condition that is NULL falls to current there too).
   const byTime = '(m.t IS NULL OR m.t >= l.lct)';
@@ -103,7 +104,7 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
     `CASE WHEN p.op = 'D' THEN NULL ELSE p.incoming END, p.cur_row, p.cur_row, p.lsn, p.t, ${quoteLiteral(t.strategy)}, ${quoteLiteral(outcome)}, ${change} ` +
     'FROM p WHERE p.held ORDER BY p.seq';
   return `WITH ch AS MATERIALIZED (${changes}), l AS MATERIALIZED (${local}), cur AS MATERIALIZED (${current}), ` +
-    `marks AS MATERIALIZED (${marksRow}), v AS MATERIALIZED (${verdicts}), ` +
+    `v AS MATERIALIZED (${verdicts}), ` +
     // Held back: decided, and so is every earlier change of its key.
     'p AS MATERIALIZED (SELECT v.*, bool_and(v.decided) OVER (PARTITION BY v.local_key ORDER BY v.seq) AS held FROM v), ' +
     `logged AS (${log}) ` +
