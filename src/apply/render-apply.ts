@@ -255,9 +255,10 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const internals = `ARRAY[${[SEQ, OP, UNCHANGED, KEEP].map(quoteLiteral).join(', ')}]`;
   const park = `WITH bad AS (DELETE FROM ${last} AS l WHERE ${incomputable} RETURNING l.*, ${keyJson} AS "syncctl$key", ${reason} AS "syncctl$reason") ` +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +
-    `SELECT $1, $2, 'apply_error', b."syncctl$key", to_jsonb(b) - ${internals} - 'syncctl$key' - 'syncctl$reason', m.lsn, m.t, ` +
-    `$6, 'pending', b."syncctl$reason" FROM bad AS b LEFT JOIN LATERAL (SELECT m.lsn, m.t FROM unnest($3::bigint[], $4::pg_lsn[], $5::timestamptz[]) ` +
-    `AS m(seq, lsn, t) WHERE m.seq <= b.${quoteIdent(SEQ)} ORDER BY m.seq DESC LIMIT 1) AS m ON true`;
+    `SELECT $1, $2, 'apply_error', b."syncctl$key", to_jsonb(b) - ${internals} - 'syncctl$key' - 'syncctl$reason', ($4::pg_lsn[])[m.i], ($5::timestamptz[])[m.i], ` +
+    // The change's own transaction: the last mark at or before it (marks in sequence order, found
+    // by binary search: width_bucket counts the marks at or before it; none: no position).
+    `$6, 'pending', b."syncctl$reason" FROM bad AS b CROSS JOIN LATERAL (SELECT nullif(width_bucket(b.${quoteIdent(SEQ)}, $3::bigint[]), 0) AS i) AS m`;
   const find = `SELECT ${keyJson} AS key, ${reason} AS reason FROM ${last} AS l WHERE ${incomputable} ORDER BY l.${quoteIdent(SEQ)}`;
 
   // A staged key with a local change is a conflict: the check fails the set form (SQLSTATE SYCON),
