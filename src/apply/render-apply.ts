@@ -171,6 +171,24 @@ export function stagedRows(table: ApplyTable, alias: string, where = '', withId 
   return `(SELECT ${id}${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${filter}) AS ${quoteIdent(alias)}`;
 }
 
+const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint']);
+
+/**
+ * `c.key` (a syncctl.local_changes row) is the key of the row `alias` (its key columns by name):
+ * the jsonb object the change-tracking trigger builds. For an integer key, first the equality of
+ * the key values themselves, which a hash join builds from the local changes and probes with the
+ * staged integers (building an object per staged row was most of the statement). The jsonb
+ * equality stays, as a filter (IS TRUE: not a hash key), so what matches is exactly what the
+ * object equality matches; a local change whose key holds no integer there fails the cast, the
+ * set form with it, and source order decides.
+ */
+function localKeyIs(table: ApplyTable, alias: string): string {
+  const object = `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${alias}.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
+  if (!table.keyTypes.every((t) => INTEGER_TYPES.has(t))) return `c.key = ${object}`;
+  const values = table.key.map((k, i) => `(c.key -> ${quoteLiteral(k)})::${table.keyTypes[i]} = ${alias}.${quoteIdent(k)}::${table.keyTypes[i]}`);
+  return `${values.join(' AND ')} AND (c.key = ${object}) IS TRUE`;
+}
+
 /**
  * Why a write with unchanged TOAST columns (their positions in `unchanged`, an int2[] expression)
  * cannot be applied, as SQL text expressions: `missing`, the target has no row to keep their
@@ -269,7 +287,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
   const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
   const check = (from: string) => `SELECT syncctl.local_changes_found(${targetName}) FROM (SELECT 1 FROM syncctl.local_changes AS c, ${from} AS l ` +
     `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) AND c.target_table = ${targetName} ` +
-    `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, l.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')}) LIMIT 1) AS found`;
+    `AND ${localKeyIs(table, 'l')} LIMIT 1) AS found`;
   const checkLast = table.tracked ? check(last) : undefined;
   const keyOnly = table.key.map((k) => `(${table.columns.find((c) => c.target === k)!.expression}) AS ${quoteIdent(k)}`);
   const checkStaged = table.tracked ? check(`(SELECT ${keyOnly.join(', ')} FROM ${rows})`) : undefined;
@@ -286,7 +304,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
       `FROM (SELECT ${ID}, ${keyOnly.join(', ')} FROM ${stagedRows(table, 'syncctl$rows', '', true)}) AS k ` +
       `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) ` +
       `AND EXISTS (SELECT 1 FROM syncctl.local_changes AS c WHERE c.target_table = ${targetName} ` +
-      `AND c.key = jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, k.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})))) RETURNING s.*) ` +
+      `AND ${localKeyIs(table, 'k')}))) RETURNING s.*) ` +
       `INSERT INTO ${side} SELECT * FROM moved`,
     moveBack: `WITH back AS (DELETE FROM ${side} RETURNING *) INSERT INTO ${stage} SELECT * FROM back`,
   } : undefined;
