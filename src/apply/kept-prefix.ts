@@ -22,7 +22,7 @@
  */
 import type { ConflictRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { KEEP, OP, SEQ, UNCHANGED, sideTableName, stagedRows } from './render-apply.ts';
+import { KEEP, OP, SEQ, UNCHANGED, keyObject, sideTableName, stagedRows } from './render-apply.ts';
 import type { SourceOrderTable, TransactionMark } from './source-order.ts';
 
 /** The rules whose conflicts this decides, and what a change the rule holds back becomes. */
@@ -61,8 +61,7 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   // SQL names the staged columns unqualified: beside the key's columns, `id` would be ambiguous.
   const changes = `SELECT s.${quoteIdent('syncctl$id')} AS id, s.${quoteIdent(SEQ)} AS seq, s.${quoteIdent(OP)} AS op, ` +
     `s.${quoteIdent(UNCHANGED)} AS unchanged, ${table.key.map((_, i) => `s.${keyVar(i)}`).join(', ')}, ` +
-    `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}::${table.keyTypes[i]}`).join(', ')}) AS local_key, ` +
-    `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, s.${keyVar(i)}`).join(', ')}) AS logged_key, ` +
+    `${keyObject(table, (_, i) => `s.${keyVar(i)}`, true)} AS local_key, ${keyObject(table, (_, i) => `s.${keyVar(i)}`, false)} AS logged_key, ` +
     `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''}, k.id AS k_id, ` +
     `greatest(width_bucket(s.${quoteIdent(SEQ)}, ${array(ordered.map((m) => m.fromSeq), 'bigint')}), 1) AS tx ` +
     `FROM (SELECT s.*, ${table.key.map((k, i) => `(${keyExpr(k)}) AS ${keyVar(i)}`).join(', ')} ` +

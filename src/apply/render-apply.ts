@@ -171,6 +171,15 @@ export function stagedRows(table: ApplyTable, alias: string, where = '', withId 
   return `(SELECT ${id}${[SEQ, OP, UNCHANGED].map(quoteIdent).join(', ')}, ${columns.join(', ')} FROM ${stage}${filter}) AS ${quoteIdent(alias)}`;
 }
 
+/**
+ * A row's key as jsonb, `value(k, i)` giving key column k's value. Typed: as syncctl.local_changes
+ * holds it (the change-tracking trigger builds it from the target row, each value of its target
+ * column's type), so the two compare equal; untyped: as sync_conflicts logs it.
+ */
+export function keyObject(table: ApplyTable, value: (k: string, i: number) => string, typed: boolean): string {
+  return `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${value(k, i)}${typed ? `::${table.keyTypes[i]}` : ''}`).join(', ')})`;
+}
+
 const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint']);
 
 /**
@@ -183,7 +192,7 @@ const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint']);
  * set form with it, and source order decides.
  */
 function localKeyIs(table: ApplyTable, alias: string): string {
-  const object = `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${alias}.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
+  const object = keyObject(table, (k) => `${alias}.${quoteIdent(k)}`, true);
   if (!table.keyTypes.every((t) => INTEGER_TYPES.has(t))) return `c.key = ${object}`;
   const values = table.key.map((k, i) => `(c.key -> ${quoteLiteral(k)})::${table.keyTypes[i]} = ${alias}.${quoteIdent(k)}::${table.keyTypes[i]}`);
   return `${values.join(' AND ')} AND (c.key = ${object}) IS TRUE`;
@@ -269,7 +278,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
     [...(filterReads.length > 0 ? [overlaps(filterReads)] : []), `(l.${quoteIdent(KEEP)} AND (${[missingRow, ...partialColumns].join(' OR ')}))`].join(' OR ') + ')';
   const reasons = toastReasons(table, `l.${quoteIdent(UNCHANGED)}`);
   const reason = `CASE WHEN ${missingRow} THEN ${reasons.missing} ELSE ${reasons.partial} END`;
-  const keyJson = `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, l.${quoteIdent(k)}`).join(', ')})`;
+  const keyJson = keyObject(table, (k) => `l.${quoteIdent(k)}`, false);
   const internals = `ARRAY[${[SEQ, OP, UNCHANGED, KEEP].map(quoteLiteral).join(', ')}]`;
   const park = `WITH bad AS (DELETE FROM ${last} AS l WHERE ${incomputable} RETURNING l.*, ${keyJson} AS "syncctl$key", ${reason} AS "syncctl$reason") ` +
     `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, source_lsn, source_commit_time, strategy, outcome, reason) ` +

@@ -35,7 +35,7 @@
  */
 import { MERGE_CURRENT, MERGE_INCOMING, type ConflictRule, type MergeOtherwiseRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
-import { KEEP, OP, SEQ, UNCHANGED, stageTableName, stagedRows, toastReasons, updatedColumns, type ApplyTable } from './render-apply.ts';
+import { KEEP, OP, SEQ, UNCHANGED, keyObject, stageTableName, stagedRows, toastReasons, updatedColumns, type ApplyTable } from './render-apply.ts';
 
 export interface SourceOrderTable {
   readonly apply: ApplyTable;
@@ -219,7 +219,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
   const supersede = (rec: string) => `UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = 'syncctl', resolved_at = clock_timestamp(), ` +
     `reason = coalesce(reason || '; ', '') || 'superseded: a later change of this key was applied' ` +
     `WHERE sync_name = ${quoteLiteral(syncName)} AND table_name = ${quoteLiteral(t.tableName)} AND kind = 'apply_error' AND outcome = 'pending' ` +
-    `AND key = jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, ${rec}.${quoteIdent(k)}`).join(', ')})${retry ? ` AND id < ${C}.conflict` : ''};`;
+    `AND key = ${keyObject(table, (k) => `${rec}.${quoteIdent(k)}`, false)}${retry ? ` AND id < ${C}.conflict` : ''};`;
   const applied = (recs: string) => `IF ${OK} THEN\n` +
     `IF ${parkedVar(index)} THEN\n${recs}\nEND IF;\n` +
     (retry ? `UPDATE syncctl.sync_conflicts SET outcome = ${quoteLiteral(retry.outcome ?? 'retried')}, resolved_by = ${quoteLiteral(retry.by)}, resolved_at = clock_timestamp() WHERE id = ${C}.conflict;\n` : '') +
@@ -237,7 +237,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
   // saw (a version, xmin, it did not see) raced it: a serialization failure, the batch is retried.
   const tracked = table.tracked;
   const targetName = quoteLiteral(`${table.target.schema}.${table.target.name}`);
-  const keyJson = (rec: string) => `jsonb_build_object(${table.key.map((k, i) => `${quoteLiteral(k)}, ${rec}.${quoteIdent(k)}::${table.keyTypes[i]}`).join(', ')})`;
+  const keyJson = (rec: string) => keyObject(table, (k) => `${rec}.${quoteIdent(k)}`, true);
   const localKeys = (recs: readonly string[]) => `c.target_table = ${targetName} AND c.key IN (${recs.map(keyJson).join(', ')})`;
   const localCheck = (recs: readonly string[]) => (!tracked ? '' : careful
     ? `WITH gone AS (DELETE FROM syncctl.local_changes AS c WHERE ${localKeys(recs)} RETURNING c.xmin::text AS "syncctl$x") ` +
@@ -341,7 +341,7 @@ function renderTable(syncName: string, t: SourceOrderTable, index: number, caref
     `${incomingRow}\n${mergedUpdate}${incomputable.length > 0 ? '\nEND IF;' : ''}` : '';
   const log = (isDelete: boolean) => `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
     `source_commit_time, strategy, outcome, change) VALUES (${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, ${KIND}, ` +
-    `jsonb_build_object(${table.key.map((k) => `${quoteLiteral(k)}, ${O}.${quoteIdent(k)}`).join(', ')}), ` +
+    `${keyObject(table, (k) => `${O}.${quoteIdent(k)}`, false)}, ` +
     `${isDelete ? 'NULL' : `to_jsonb(${N}) - ${quoteLiteral(KEEP)}`}, CASE WHEN ${HAS} THEN to_jsonb(${cr}) END, ` +
     `(SELECT to_jsonb(t) FROM ${target} AS t WHERE ${isDelete ? keyMatch(O) : `CASE WHEN ${OUTCOME} IN ('applied', 'merged') THEN ${keyMatch(N)} ELSE ${keyMatch(O)} END`}), ` +
     `syncctl$lsns[${TX}], syncctl$times[${TX}], ${quoteLiteral(t.strategy)}, ${OUTCOME}, CASE WHEN ${OUTCOME} = 'pending' THEN ${changeJson(table)} END);`;
