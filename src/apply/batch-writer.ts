@@ -15,10 +15,10 @@ import { WRITER_SETTING } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../sql/quote.ts';
 import { CopyTextBuilder } from './copy-text.ts';
 import { KeySet } from './key-set.ts';
-import { lastTableName, renderApply, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
+import { lastTableName, renderApply, SEQ, stageTableName, type ApplyStatements, type ApplyTable } from './render-apply.ts';
 import { renderKeptPrefix } from './kept-prefix.ts';
 import { noteParked, parkedTables, resolveParkedSql } from './parked.ts';
-import { PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable, type TransactionMark } from './source-order.ts';
+import { marksOf, PARKED_SETTING, renderSourceOrder, ROW_FAULT_SQLSTATE, type SourceOrderTable, type TransactionMark } from './source-order.ts';
 
 /** W: an UPDATE's new row; I: an INSERT's row; D: a deleted row's key; K: an UPDATE's old row (its W follows). */
 export type StageOp = 'W' | 'I' | 'D' | 'K';
@@ -88,10 +88,16 @@ const SOURCE_ORDER_ONLY = process.env['SYNCCTL_APPLY'] === 'source-order';
 /** SYNCCTL_APPLY=source-order-aside: every change set aside for conflicts goes to source order, none is logged set-based (kept-prefix.ts); for comparing the two. */
 const SOURCE_ORDER_ASIDE = process.env['SYNCCTL_APPLY'] === 'source-order-aside';
 
-/** A table's changes set aside by ApplyStatements.split, and how many. */
+/** A table's changes set aside by ApplyStatements.split: how many, and their sequence numbers. */
 interface Aside {
   readonly state: TableState;
   readonly rows: number;
+  readonly seqs: readonly number[];
+}
+
+/** The sequence numbers a moveConflicting statement returned. */
+function asideOf(state: TableState, result: pg.QueryResult): Aside {
+  return { state, rows: result.rowCount ?? 0, seqs: result.rows.map((r: Record<string, string>) => Number(r[SEQ])) };
 }
 
 /** A direct slice with at least this many writes, most of them source UPDATEs, updates before it inserts (see ApplyStatements.direct.updateFirst). */
@@ -455,7 +461,7 @@ export class BatchWriter {
           // The usual case in one round trip: every statement of the batch as one simple query.
           const results = await this.client.query([...splittable.map((s) => s.statements.split!.moveConflicting), ...this.batchStatements(pending, clear)]
             .join(';\n')) as unknown as pg.QueryResult[];
-          aside = splittable.map((state, i) => ({ state, rows: results[i]!.rowCount ?? 0 })).filter((a) => a.rows > 0);
+          aside = splittable.map((state, i) => asideOf(state, results[i]!)).filter((a) => a.rows > 0);
         }
         if (aside.length > 0) {
           conflicts = true;
@@ -480,8 +486,8 @@ export class BatchWriter {
   private async setAside(splittable: readonly TableState[]): Promise<Aside[]> {
     const aside: Aside[] = [];
     for (const state of splittable) {
-      const rows = (await this.client.query(state.statements.split!.moveConflicting)).rowCount ?? 0;
-      if (rows > 0) aside.push({ state, rows });
+      const moved = asideOf(state, await this.client.query(state.statements.split!.moveConflicting));
+      if (moved.rows > 0) aside.push(moved);
     }
     return aside;
   }
@@ -507,7 +513,7 @@ export class BatchWriter {
     const { rows } = await this.client.query(ACTING_FOREIGN_KEY, [pending.map((s) => quoteQualified(s.table.apply.target))]);
     if (rows.length > 0) throw Object.assign(new Error('a foreign key acts on the slice\'s tables: not split'), { code: LOCAL_CHANGES_FOUND });
     const tables = aside.map(({ state }) => sourceOrderTable(state, 'stop'));
-    const marks = this.transactionMarks(context);
+    const marks = marksOf(this.transactionMarks(context), aside.flatMap((a) => a.seqs));
     for (const a of aside) this.deleted += a.rows;
     const logged = SOURCE_ORDER_ASIDE ? [] : tables.flatMap((t) => renderKeptPrefix(this.syncName, t, marks) ?? []);
     const results = await this.client.query([
@@ -596,7 +602,7 @@ export class BatchWriter {
     }
   }
 
-  /** Where each source transaction of the open batch begins, for what source order records. */
+  /** Where each source transaction of the open batch begins, for what source order records (see marksOf). */
   private transactionMarks(context: SourcePosition): TransactionMark[] {
     return (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
       .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));

@@ -103,7 +103,7 @@ export interface ApplyStatements {
   readonly checkLocalChanges?: string;
   /**
    * Tracked tables: the staged changes of keys that have a local change, set aside in a side
-   * table of the stage's shape (`moveConflicting`, which reports them as its row count) so the set
+   * table of the stage's shape (`moveConflicting`, which returns their sequence numbers) so the set
    * statements apply the others, then moved back (`moveBack`) for source order to meet them with
    * the rule. The batch writer says when the split is the same as source order.
    */
@@ -314,7 +314,7 @@ export function renderApply(table: ApplyTable): ApplyStatements {
       `WHERE EXISTS (SELECT 1 FROM syncctl.local_changes WHERE target_table = ${targetName}) ` +
       `AND EXISTS (SELECT 1 FROM syncctl.local_changes AS c WHERE c.target_table = ${targetName} ` +
       `AND ${localKeyIs(table, 'k')}))) RETURNING s.*) ` +
-      `INSERT INTO ${side} SELECT * FROM moved`,
+      `INSERT INTO ${side} SELECT * FROM moved RETURNING ${quoteIdent(SEQ)}`,
     moveBack: `WITH back AS (DELETE FROM ${side} RETURNING *) INSERT INTO ${stage} SELECT * FROM back`,
   } : undefined;
   const direct = table.keySources ? {

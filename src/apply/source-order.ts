@@ -56,6 +56,30 @@ export interface TransactionMark {
   readonly commitTime: string | null;
 }
 
+/**
+ * Of `marks` (in sequence order), those the changes numbered `seqs` fall in, in order: for each,
+ * the last mark at or before it, or the first mark for a change before every mark. That is the
+ * mark source order and kept-prefix.ts find for a change (the last one at or before it, else the
+ * first), and it finds the same one among these: its own mark is here, and no mark here after it
+ * begins at or before it. So the statements for a few changes set aside carry their own few
+ * transactions, not every transaction of the batch (thousands, parsed by the target each time).
+ */
+export function marksOf(marks: readonly TransactionMark[], seqs: Iterable<number>): TransactionMark[] {
+  const used = new Set<number>();
+  for (const seq of seqs) {
+    // Binary search: the last index whose mark begins at or before seq (0 when none does).
+    let lo = 0;
+    let hi = marks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (marks[mid]!.fromSeq <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    if (marks.length > 0) used.add(lo);
+  }
+  return [...used].sort((a, b) => a - b).map((i) => marks[i]!);
+}
+
 /** Errors that are the row's own fault: data exceptions, integrity violations, a user function's RAISE. */
 export const ROW_FAULT_SQLSTATE = /^(22|23|P0001)/;
 

@@ -967,6 +967,9 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
 class SourceContext {
   private readonly finalLsn: Lsn;
   private readonly commitMs: number | null;
+  /** Made on first use, kept: a batch's marks are read once per statement that carries them. */
+  private lsnText: string | undefined;
+  private commitText: string | null | undefined;
 
   constructor(finalLsn: Lsn, commitMs: number | null) {
     this.finalLsn = finalLsn;
@@ -974,11 +977,12 @@ class SourceContext {
   }
 
   get lsn(): string {
-    return formatLsn(this.finalLsn);
+    return this.lsnText ??= formatLsn(this.finalLsn);
   }
 
   get commitTime(): string | null {
-    return this.commitMs === null ? null : new Date(this.commitMs).toISOString();
+    if (this.commitText === undefined) this.commitText = this.commitMs === null ? null : new Date(this.commitMs).toISOString();
+    return this.commitText;
   }
 }
 

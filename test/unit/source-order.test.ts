@@ -1,7 +1,8 @@
 /** The source-order DO block: snapshot of the SQL, and the properties the batch writer relies on. */
 import { describe, expect, test } from 'vitest';
 import { renderApply, type ApplyTable } from '../../src/apply/render-apply.ts';
-import { renderSourceOrder } from '../../src/apply/source-order.ts';
+import fc from 'fast-check';
+import { marksOf, renderSourceOrder, type TransactionMark } from '../../src/apply/source-order.ts';
 import type { ConflictRule } from '../../src/spec/schema.ts';
 import { sql } from '../../src/spec/sql-fragment.ts';
 
@@ -148,5 +149,29 @@ describe('conflict detection under concurrency (careful, tracked)', () => {
       `IF syncctl$raced THEN RAISE EXCEPTION 'a local write of % raced the worker', 'public.docs' USING ERRCODE = '40001'; END IF;`);
     // What the lookup saw is per change.
     expect(sql).toContain('syncctl$seen := false;\nsyncctl$seenx := NULL;\n');
+  });
+});
+
+describe('marksOf: the marks of the changes set aside', () => {
+  /** The mark source order finds for a change: the last one at or before it, else the first. */
+  const markFor = (all: readonly TransactionMark[], seq: number) => all.filter((m) => m.fromSeq <= seq).at(-1) ?? all[0];
+
+  test('each change finds the same mark among the subset as among all marks, and the subset holds nothing else', () => {
+    fc.assert(fc.property(
+      fc.uniqueArray(fc.integer({ min: 0, max: 200 }), { minLength: 1, maxLength: 30 }),
+      fc.array(fc.integer({ min: 0, max: 220 }), { maxLength: 40 }),
+      (starts, seqs) => {
+        const all = [...starts].sort((a, b) => a - b).map((fromSeq) => ({ fromSeq, lsn: `0/${fromSeq.toString(16)}`, commitTime: null }));
+        const subset = marksOf(all, seqs);
+        for (const seq of seqs) expect(markFor(subset, seq)).toBe(markFor(all, seq));
+        expect(new Set(subset)).toEqual(new Set(seqs.map((seq) => markFor(all, seq))));
+        expect(subset.map((m) => m.fromSeq)).toEqual([...subset.map((m) => m.fromSeq)].sort((a, b) => a - b));
+      },
+    ));
+  });
+
+  test('no changes, no marks', () => {
+    expect(marksOf(marks, [])).toEqual([]);
+    expect(marksOf([], [3])).toEqual([]);
   });
 });
