@@ -1,7 +1,5 @@
 import type { Argv } from 'yargs';
 import type { Change } from '../plan/change.ts';
-import { applyAll, destroyAll } from '../plan/reconcile.ts';
-import { countChanges, renderPlanJson, renderPlanText } from '../plan/render-plan.ts';
 import type { SyncPlan } from '../plan/plan-sync.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { askYes, print, printJson } from './output.ts';
@@ -37,6 +35,8 @@ function options(y: Argv) {
 
 async function run(mode: 'apply' | 'destroy', argv: { specs?: string; 'allow-destroy': boolean; sql: boolean; json: boolean }): Promise<void> {
   const syncs = await loadSpecs(argv.specs!);
+  const [{ applyAll, destroyAll }, { countChanges, renderPlanJson, renderPlanText }] = await Promise.all([
+    import('../plan/reconcile.ts'), import('../plan/render-plan.ts')]);
   const applied: Change[] = [];
   const options = {
     allowDestroy: argv['allow-destroy'],

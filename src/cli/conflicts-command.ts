@@ -1,7 +1,6 @@
 import type { Argv } from 'yargs';
-import { resolveConflicts, retryConflicts, type Decision, type ResolveResult, type RetryResult } from '../conflicts/retry-parked.ts';
-import { parseAssignments } from '../conflicts/resolve-set.ts';
-import { ConflictStore, type ConflictRow } from '../conflicts/store.ts';
+import type { Decision, ResolveResult, RetryResult } from '../conflicts/retry-parked.ts';
+import type { ConflictRow, ConflictStore } from '../conflicts/store.ts';
 import { SyncctlError } from '../errors.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
@@ -60,6 +59,7 @@ export function conflictsCommand(yargs: Argv) {
       }
       const by = argv.by ?? process.env['USER'] ?? 'syncctl conflicts retry';
       const results: RetryResult[] = [];
+      const { retryConflicts } = await import('../conflicts/retry-parked.ts');
       for (const sync of syncs) results.push(await retryConflicts(sync, filter, by));
       const sum = (k: keyof RetryResult) => results.reduce((a, r) => a + r[k], 0);
       print(`${sum('retried')} applied, ${sum('failed')} still failing (pending, with the new error), ${sum('superseded')} superseded by a later change retried with them` +
@@ -75,6 +75,7 @@ export function conflictsCommand(yargs: Argv) {
     async (argv) => {
       const setting = argv.set !== undefined || argv['set-null'] !== undefined;
       if ((argv.use === undefined) === !setting) throw new SyncctlError('SPEC_INVALID', 'resolve needs one decision: --use incoming, --use current, or --set col=value… (--set-null col…)');
+      const { parseAssignments } = await import('../conflicts/resolve-set.ts');
       const decision: Decision = setting ? { set: parseAssignments((argv.set ?? []).map(String), (argv['set-null'] ?? []).map(String)) } : argv.use!;
       const described = typeof decision === 'object' ? `--set ${[...decision.set.keys()].join(', ')}` : `--use ${decision}`;
       const syncs = await selectSyncs(argv.specs, argv.sync);
@@ -92,6 +93,7 @@ export function conflictsCommand(yargs: Argv) {
       }
       const by = argv.by ?? process.env['USER'] ?? 'syncctl conflicts resolve';
       const results: ResolveResult[] = [];
+      const { resolveConflicts } = await import('../conflicts/retry-parked.ts');
       for (const sync of syncs) {
         const ids = selected.filter((r) => r.sync === sync.name).map((r) => r.id);
         if (ids.length > 0) results.push(await resolveConflicts(sync, ids, decision, by));
@@ -124,6 +126,7 @@ async function withStores<R>(syncs: readonly LoadedSync[], work: (store: Conflic
   const byTarget = new Map<string, LoadedSync[]>();
   for (const s of syncs) byTarget.set(s.targetUrl, [...(byTarget.get(s.targetUrl) ?? []), s]);
   const out: R[] = [];
+  const { ConflictStore } = await import('../conflicts/store.ts');
   for (const [url, group] of byTarget) {
     const store = await ConflictStore.open(url);
     try {

@@ -1,5 +1,4 @@
 import type { Argv } from 'yargs';
-import { runDemo } from '../demo/run-demo.ts';
 import { createLogger } from '../observe/logger.ts';
 import { print } from './output.ts';
 
@@ -16,6 +15,7 @@ export function demoCommand(yargs: Argv) {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+      const { runDemo } = await import('../demo/run-demo.ts');
       await runDemo({ keep: argv.keep, logger, print, stopped });
     },
   );

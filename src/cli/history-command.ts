@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { SyncctlError } from '../errors.ts';
-import { RunStore, type RunRow } from '../history/read-runs.ts';
+import type { RunRow } from '../history/read-runs.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
 import { print, printJson } from './output.ts';
@@ -35,6 +35,7 @@ async function readAll(syncs: readonly LoadedSync[], filter: { table?: string; k
   const byTarget = new Map<string, string[]>();
   for (const s of syncs) byTarget.set(s.targetUrl, [...(byTarget.get(s.targetUrl) ?? []), s.name]);
   const out: RunRow[] = [];
+  const { RunStore } = await import('../history/read-runs.ts');
   for (const [url, names] of byTarget) {
     const store = await RunStore.open(url);
     try {

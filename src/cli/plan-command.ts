@@ -1,7 +1,4 @@
 import type { Argv } from 'yargs';
-import { planAll } from '../plan/reconcile.ts';
-import { countChanges, renderPlanJson, renderPlanText } from '../plan/render-plan.ts';
-import { renderGrants } from '../plan/render-grants.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { print, printJson } from './output.ts';
 
@@ -20,9 +17,12 @@ export function planCommand(yargs: Argv) {
     async (argv) => {
       const syncs = await loadSpecs(argv.specs);
       if (argv.grants) {
+        const { renderGrants } = await import('../plan/render-grants.ts');
         print(renderGrants(syncs));
         return;
       }
+      const [{ planAll }, { countChanges, renderPlanJson, renderPlanText }] = await Promise.all([
+        import('../plan/reconcile.ts'), import('../plan/render-plan.ts')]);
       const plans = await planAll(syncs);
       if (argv.json) printJson(renderPlanJson(plans));
       else print(renderPlanText(plans, { sql: argv.sql }));

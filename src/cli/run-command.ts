@@ -4,9 +4,8 @@ import type { Argv } from 'yargs';
 import { SyncctlError } from '../errors.ts';
 import { SyncEvents } from '../observe/events.ts';
 import { createLogger } from '../observe/logger.ts';
-import { SyncMetrics } from '../observe/metrics.ts';
-import { parseListenAddress, serveMetrics } from '../observe/metrics-server.ts';
-import { runMonitor } from '../observe/monitor.ts';
+import type { SyncMetrics } from '../observe/metrics.ts';
+import type { runMonitor } from '../observe/monitor.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { runAsLeader } from '../stream/leader.ts';
 import { runWorker } from '../stream/worker.ts';
@@ -41,10 +40,17 @@ export function runCommand(yargs: Argv) {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
-      const metrics = argv['metrics-address'] === undefined ? undefined : new SyncMetrics(packageVersion());
+      // Metrics and the monitor (prom-client, slonik) are loaded only when asked for: a worker
+      // restarting behind a backlog starts streaming that much sooner.
+      let metrics: SyncMetrics | undefined;
+      let monitorWith: typeof runMonitor | undefined;
       let server: Server | undefined;
-      if (metrics) {
-        const address = parseListenAddress(argv['metrics-address']!);
+      if (argv['metrics-address'] !== undefined) {
+        const [{ SyncMetrics }, { parseListenAddress, serveMetrics }, { runMonitor }] = await Promise.all([
+          import('../observe/metrics.ts'), import('../observe/metrics-server.ts'), import('../observe/monitor.ts')]);
+        metrics = new SyncMetrics(packageVersion());
+        monitorWith = runMonitor;
+        const address = parseListenAddress(argv['metrics-address']);
         server = await serveMetrics(metrics, address);
         logger.info({ address: `${address.host}:${address.port}` }, 'serving /metrics, /healthz and /readyz');
       }
@@ -59,8 +65,8 @@ export function runCommand(yargs: Argv) {
             sync, logger: log, signal: controller.signal, events,
             lead: async (epoch, lost) => {
               const stopMonitor = new AbortController();
-              const monitor = metrics
-                ? runMonitor({ sync, events, logger: log, intervalMs: beatMs || 5_000, heartbeat: beatMs > 0 }, AbortSignal.any([lost, stopMonitor.signal]))
+              const monitor = metrics && monitorWith
+                ? monitorWith({ sync, events, logger: log, intervalMs: beatMs || 5_000, heartbeat: beatMs > 0 }, AbortSignal.any([lost, stopMonitor.signal]))
                 : undefined;
               try {
                 await runWorker({

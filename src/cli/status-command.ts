@@ -1,8 +1,7 @@
 import type { Argv } from 'yargs';
 import { SyncctlError } from '../errors.ts';
 import { DEGRADED_RULES } from '../status/assess-status.ts';
-import { collectStatus, type StatusReport } from '../status/collect-status.ts';
-import { renderStatusText } from '../status/render-status.ts';
+import type { StatusReport } from '../status/collect-status.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import { print, printJson } from './output.ts';
 
@@ -20,6 +19,7 @@ export function statusCommand(yargs: Argv) {
     async (argv) => {
       const syncs = (await loadSpecs(argv.specs)).filter((s) => argv.sync === undefined || s.name === argv.sync);
       if (syncs.length === 0) throw new SyncctlError('SPEC_INVALID', `no sync named ${argv.sync} in ${argv.specs}`);
+      const [{ collectStatus }, { renderStatusText }] = await Promise.all([import('../status/collect-status.ts'), import('../status/render-status.ts')]);
       const reports = await collectStatus(syncs, { counts: argv.counts });
       if (argv.json) printJson(reports.flatMap((r) => (r.kind === 'read' ? [r.status] : [])));
       else print(renderStatusText(reports));

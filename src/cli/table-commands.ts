@@ -1,9 +1,6 @@
 import type { Argv } from 'yargs';
-import { connect } from '../db/connect.ts';
+import type { Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
-import { pauseTable } from '../lifecycle/pause-table.ts';
-import { resumeTable, waitForReplay } from '../lifecycle/resume-table.ts';
-import { resyncTable } from '../lifecycle/resync-table.ts';
 import { locateTable, requester, type NamedTable } from '../lifecycle/table-state.ts';
 import { createLogger } from '../observe/logger.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
@@ -19,6 +16,7 @@ export function tableCommands(yargs: Argv) {
       .example('$0 pause specs/ laas_to_orgs.users', 'the worker holds users\' changes from its next commit on'),
     async (argv) => {
       const named = await locate(argv.specs, argv.table);
+      const { pauseTable } = await import('../lifecycle/pause-table.ts');
       const result = await onTarget(named, (target) => pauseTable(target, named, requester(argv.by)));
       if (argv.json) printJson({ ...result, state: 'held' });
       else print(`paused ${result.sync}.${result.table}: its changes are held until syncctl resume (run ${result.runId})`);
@@ -29,6 +27,7 @@ export function tableCommands(yargs: Argv) {
       .example('$0 resume specs/ laas_to_orgs.users', 'returns once the held changes are applied'),
     async (argv) => {
       const named = await locate(argv.specs, argv.table);
+      const { resumeTable, waitForReplay } = await import('../lifecycle/resume-table.ts');
       const result = await onTarget(named, (target) => resumeTable(target, named, requester(argv.by)));
       const name = `${result.sync}.${result.table}`;
       if (!argv.wait || result.heldChanges === 0) {
@@ -59,6 +58,7 @@ export function tableCommands(yargs: Argv) {
       .example('$0 resync specs/ laas_to_orgs.users', 'while syncctl run streams; the worker holds the table\'s changes during the copy'),
     async (argv) => {
       const named = await locate(argv.specs, argv.table);
+      const { resyncTable } = await import('../lifecycle/resync-table.ts');
       const result = await resyncTable(named, { by: requester(argv.by), onProgress: copyProgressReporter(), logger: createLogger() });
       if (argv.json) printJson({ ...result, state: 'streaming' });
       else print(`resynced ${result.sync}.${result.table}: ${result.rows} row(s) copied, ${result.pruned} pruned; it streams again (run ${result.runId})`);
@@ -77,7 +77,8 @@ async function locate(specs: string | undefined, table: string | undefined): Pro
   return locateTable(await loadSpecs(specs!), table!);
 }
 
-async function onTarget<T>(named: NamedTable, work: (target: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
+async function onTarget<T>(named: NamedTable, work: (target: Connection) => Promise<T>): Promise<T> {
+  const { connect } = await import('../db/connect.ts');
   const target = await connect('target', named.sync.targetUrl, 'syncctl');
   try {
     return await work(target);

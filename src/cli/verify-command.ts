@@ -4,9 +4,7 @@ import { createLogger } from '../observe/logger.ts';
 import { passwordOf, redactSecrets } from '../observe/redact.ts';
 import { loadSpecs } from '../spec/load-specs.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
-import { renderVerificationText } from '../verify/render-verification.ts';
 import type { SyncVerification } from '../verify/verification.ts';
-import { verifySync } from '../verify/verify-sync.ts';
 import { print, printJson } from './output.ts';
 
 /** `syncctl verify`: each target table against its mapped source; exit 0 only when nothing differs. */
@@ -32,6 +30,7 @@ export function verifyCommand(yargs: Argv) {
       if (named.length === 0) throw new SyncctlError('SPEC_INVALID', `no sync named ${argv.sync} in ${argv.specs}`);
       const syncs = withTables(named, argv.table);
       const logger = createLogger();
+      const [{ verifySync }, { renderVerificationText }] = await Promise.all([import('../verify/verify-sync.ts'), import('../verify/render-verification.ts')]);
       const results: SyncVerification[] = [];
       let failure: 0 | 1 | 2 = 0;
       for (const { sync, tables } of syncs) {

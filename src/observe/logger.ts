@@ -2,9 +2,10 @@
  * Structured JSON logs on stderr (pretty on a TTY). Every line passes through redaction: a
  * connection string or password that slips into a message or a field leaves as `***`.
  */
+import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type { PrettyOptions } from 'pino-pretty';
 import { redactConnectionStrings } from './redact.ts';
 
 export type { Logger };
@@ -27,5 +28,10 @@ export function createLogger(options: { level?: string; pretty?: boolean; destin
     redact: { paths: REDACT_PATHS, censor: '***' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return pino(config, wantPretty ? pretty({ destination: scrubbed, sync: true, ignore: 'pid,hostname,name' }) : scrubbed);
+  return pino(config, wantPretty ? pretty()({ destination: scrubbed, sync: true, ignore: 'pid,hostname,name' }) : scrubbed);
+}
+
+/** pino-pretty, loaded only for a terminal: a worker under a supervisor logs JSON and starts without it. */
+function pretty(): (options: PrettyOptions) => NodeJS.WritableStream {
+  return createRequire(import.meta.url)('pino-pretty') as (options: PrettyOptions) => NodeJS.WritableStream;
 }
