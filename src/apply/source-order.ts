@@ -65,6 +65,7 @@ export interface TransactionMark {
  * transactions, not every transaction of the batch (thousands, parsed by the target each time).
  */
 export function marksOf(marks: readonly TransactionMark[], seqs: Iterable<number>): TransactionMark[] {
+  if (marks.length === 0) return [];
   const used = new Set<number>();
   for (const seq of seqs) {
     // Binary search: the last index whose mark begins at or before seq (0 when none does).
@@ -75,7 +76,7 @@ export function marksOf(marks: readonly TransactionMark[], seqs: Iterable<number
       if (marks[mid]!.fromSeq <= seq) lo = mid;
       else hi = mid - 1;
     }
-    if (marks.length > 0) used.add(lo);
+    used.add(lo);
   }
   return [...used].sort((a, b) => a - b).map((i) => marks[i]!);
 }

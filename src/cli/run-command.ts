@@ -65,7 +65,7 @@ export function runCommand(yargs: Argv) {
             sync, logger: log, signal: controller.signal, events,
             lead: async (epoch, lost) => {
               const stopMonitor = new AbortController();
-              const monitor = metrics && monitorWith
+              const monitor = monitorWith
                 ? monitorWith({ sync, events, logger: log, intervalMs: beatMs || 5_000, heartbeat: beatMs > 0 }, AbortSignal.any([lost, stopMonitor.signal]))
                 : undefined;
               try {
