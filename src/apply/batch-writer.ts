@@ -515,10 +515,12 @@ export class BatchWriter {
     const tables = aside.map(({ state }) => sourceOrderTable(state, 'stop'));
     const marks = marksOf(this.transactionMarks(context), aside.flatMap((a) => a.seqs));
     for (const a of aside) this.deleted += a.rows;
-    const logged = SOURCE_ORDER_ASIDE ? [] : tables.flatMap((t) => renderKeptPrefix(this.syncName, t, marks) ?? []);
+    const kept = SOURCE_ORDER_ASIDE ? [] : tables.flatMap((t) => renderKeptPrefix(this.syncName, t, marks) ?? []);
     const results = await this.client.query([
-      // What the rule only logs, logged set-based first (see kept-prefix.ts); source order goes on from there.
-      ...logged,
+      // What the rule only logs, logged set-based first, once the rows are locked (see
+      // kept-prefix.ts); source order goes on from there.
+      ...kept.map((k) => k.lock),
+      ...kept.map((k) => k.log),
       // The set statements empty the stages only when they are to be reused.
       ...(cleared ? [] : aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`)),
       ...aside.map(({ state: s }) => s.statements.split!.moveBack),
@@ -526,7 +528,7 @@ export class BatchWriter {
       ...aside.map(({ state: s }) => `DELETE FROM ${stageTableName(s.table.apply)}`),
     ].join(';\n'));
     for (const a of aside) this.asideApplied += a.rows;
-    for (const r of (results as unknown as pg.QueryResult[]).slice(0, logged.length)) this.asideLogged += r.rowCount ?? 0;
+    for (const r of (results as unknown as pg.QueryResult[]).slice(kept.length, 2 * kept.length)) this.asideLogged += r.rowCount ?? 0;
   }
 
   /**

@@ -35,10 +35,17 @@ function heldOutcome(rule: ConflictRule | undefined): 'kept' | 'pending' | undef
 }
 
 /**
- * The statement for one table's side table, or undefined when its rule lets every conflict in
- * (nothing to decide here). Its row count is the changes it took out (an UPDATE's old row counted).
+ * The statements for one table's side table, or undefined when its rule lets every conflict in
+ * (nothing to decide here). `lock` locks the target rows of the keys set aside; `log`, run after
+ * it, decides and logs, and its row count is the changes it took out (an UPDATE's old row
+ * counted). Two statements, because under READ COMMITTED a statement reads the side tables
+ * (local_changes) as of its start: had it waited for a row's lock itself, it would still see what
+ * the lock holder changed meanwhile as before (a `conflicts resolve` forgetting the local change),
+ * and log as held a change source order, reading after the lock, applies. Once the rows are
+ * locked, whatever changes their local changes (a local write, a resolve) has committed, or
+ * waits for this transaction.
  */
-export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: readonly TransactionMark[]): string | undefined {
+export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: readonly TransactionMark[]): { readonly lock: string; readonly log: string } | undefined {
   const table = t.apply;
   const outcome = heldOutcome(t.conflict);
   if (!table.tracked || outcome === undefined) return undefined;
@@ -98,15 +105,18 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   const change = outcome !== 'pending' ? 'NULL'
     : `jsonb_build_object('columns', ${quoteLiteral(JSON.stringify(table.staged.map((c) => c.name)))}::jsonb, 'rows', ` +
       `(SELECT jsonb_agg(to_jsonb(r) ORDER BY r.${quoteIdent(SEQ)}) FROM ${side} AS r WHERE r.ctid = ANY (ARRAY[p.id, p.k_id])))`;
-  const log = `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
+  const insert = `INSERT INTO syncctl.sync_conflicts (sync_name, table_name, kind, key, incoming, current, result, source_lsn, ` +
     `source_commit_time, strategy, outcome, change) SELECT ${quoteLiteral(syncName)}, ${quoteLiteral(t.tableName)}, p.kind, p.logged_key, ` +
     `CASE WHEN p.op = 'D' THEN NULL ELSE p.incoming END, p.cur_row, p.cur_row, p.lsn, p.t, ${quoteLiteral(t.strategy)}, ${quoteLiteral(outcome)}, ${change} ` +
     'FROM p WHERE p.held ORDER BY p.seq';
-  return `WITH ch AS MATERIALIZED (${changes}), l AS MATERIALIZED (${local}), cur AS MATERIALIZED (${current}), ` +
+  const lock = `SELECT 1 FROM ${target} AS t WHERE (${table.key.map((k) => `t.${quoteIdent(k)}`).join(', ')}) IN ` +
+    `(SELECT ${table.key.map((k) => `(${keyExpr(k)})`).join(', ')} FROM ${stagedRows(table, 's', `${quoteIdent(OP)} <> 'K'`, false, side)}) FOR UPDATE OF t`;
+  const log = `WITH ch AS MATERIALIZED (${changes}), l AS MATERIALIZED (${local}), cur AS MATERIALIZED (${current}), ` +
     `v AS MATERIALIZED (${verdicts}), ` +
     // Held back: decided, and so is every earlier change of its key.
     'p AS MATERIALIZED (SELECT v.*, bool_and(v.decided) OVER (PARTITION BY v.local_key ORDER BY v.seq) AS held FROM v), ' +
-    `logged AS (${log}) ` +
+    `logged AS (${insert}) ` +
     // By ctid, one array: a TID scan (an OR of two, or a join, reads the side table per change).
     `DELETE FROM ${side} AS s WHERE s.ctid = ANY (ARRAY(SELECT p.id FROM p WHERE p.held UNION ALL SELECT p.k_id FROM p WHERE p.held AND p.k_id IS NOT NULL))`;
+  return { lock, log };
 }

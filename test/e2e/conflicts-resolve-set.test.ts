@@ -187,3 +187,33 @@ test('safe while the worker applies changes of the same key: every source change
   expect(await row(12)).toMatchObject({ email: 'm12@src', status: 'src', laps: want });
   expect(worker!.finished()).toBe(false);
 });
+
+test('a decision committed while the worker waits for the row: the worker reads the local change after it has the row, and applies the change', async () => {
+  await dbs().target.query(`UPDATE m SET status = 'local' WHERE id = 17`);
+  await dbs().source.query(`UPDATE members SET status = 'src' WHERE id = 17`);
+  const [conflict] = await pendingOf(17);
+  // What `conflicts resolve --use current` does, held open: the row locked, the local change
+  // forgotten, the conflict resolved. The next change of the key is set aside (the worker still
+  // sees the local change) and waits for the row; once it has it, it must read the local change
+  // again (gone: the change applies), not as it was when its statement began (held as pending).
+  const { default: pg } = await import('pg');
+  const holder = new pg.Client({ connectionString: dbs().targetUrl });
+  await holder.connect();
+  try {
+    await holder.query('BEGIN');
+    await holder.query(`SELECT 1 FROM m WHERE id = 17 FOR UPDATE`);
+    await holder.query(`DELETE FROM syncctl.local_changes WHERE target_table = 'public.m' AND key = jsonb_build_object('id', 17)`);
+    await holder.query(`UPDATE syncctl.sync_conflicts SET outcome = 'resolved', resolved_by = 'test', resolved_at = clock_timestamp() WHERE id = $1`, [conflict!.id]);
+    // Too large a batch to commit in one round trip: the change is set aside, and kept-prefix.ts meets it.
+    await dbs().source.query(`UPDATE members SET laps = 7 WHERE id = 17;
+      INSERT INTO members (id, email, status) SELECT g, 'm' || g || '@src', 'new' FROM generate_series(1001, 4000) AS g`);
+    await waitFor('the worker waiting for the row', async () => (await rows(dbs().target,
+      `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'syncctl run%' AND wait_event_type = 'Lock'`)).length > 0);
+    await holder.query('COMMIT');
+  } finally {
+    await holder.end();
+  }
+  await waitFor('the change applied', async () => (await row(17))?.laps === 7);
+  expect((await conflictsOf(17)).map((c) => c.outcome)).toEqual(['resolved']);
+  expect(await row(17)).toMatchObject({ status: 'src', laps: 7 });
+});
