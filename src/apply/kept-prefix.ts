@@ -10,7 +10,8 @@
  * This statement finds that prefix for every key of the side table at once, logs each of its
  * changes in sync_conflicts exactly as source order would (kind, key, incoming, current, result,
  * its own transaction's position, the outcome; for `pending`, the change as staged), takes them
- * out of the side table, and locks the rows it read, as source order does. What is left (from a
+ * out of the side table; the rows it reads are locked before it reads them, as source order locks
+ * each row before it looks at the row's local changes. What is left (from a
  * key's first change the rule lets in, or one this statement does not decide) goes to source
  * order unchanged, after it: each key's conflicts stay in source order.
  *

@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import type { Connection } from '../db/connect.ts';
+import { connect, type Connection } from '../db/connect.ts';
 import { SyncctlError } from '../errors.ts';
 import { locateTable, requester, type NamedTable } from '../lifecycle/table-state.ts';
 import { createLogger } from '../observe/logger.ts';
@@ -78,7 +78,6 @@ async function locate(specs: string | undefined, table: string | undefined): Pro
 }
 
 async function onTarget<T>(named: NamedTable, work: (target: Connection) => Promise<T>): Promise<T> {
-  const { connect } = await import('../db/connect.ts');
   const target = await connect('target', named.sync.targetUrl, 'syncctl');
   try {
     return await work(target);
