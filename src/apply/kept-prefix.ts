@@ -24,7 +24,7 @@
 import type { ConflictRule } from '../spec/schema.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import { KEEP, OP, SEQ, UNCHANGED, keyObject, sideTableName, stagedRows } from './render-apply.ts';
-import type { SourceOrderTable, TransactionMark } from './source-order.ts';
+import { markArrays, type SourceOrderTable, type TransactionMark } from './source-order.ts';
 
 /** The rules whose conflicts this decides, and what a change the rule holds back becomes. */
 function heldOutcome(rule: ConflictRule | undefined): 'kept' | 'pending' | undefined {
@@ -57,9 +57,7 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   const keyVar = (i: number) => quoteIdent(`syncctl$k${i}`);
   const mapped = table.columns.map((c) => `(${c.expression}) AS ${quoteIdent(c.target)}`);
   const keep = table.workerFilter !== undefined ? `coalesce((${table.workerFilter}), false)` : 'true';
-  const ordered = marks.length > 0 ? marks : [{ fromSeq: 0, lsn: null, commitTime: null }];
-  const array = (values: readonly (string | number | null)[], type: string) =>
-    `${quoteLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${String(v)}"`)).join(',')}}`)}::${type}[]`;
+  const arrays = markArrays(marks);
   const rule = t.conflict!;
   const lww = rule.strategy === 'last-write-wins' ? quoteIdent(rule.column) : undefined;
 
@@ -71,7 +69,7 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
     `s.${quoteIdent(UNCHANGED)} AS unchanged, ${table.key.map((_, i) => `s.${keyVar(i)}`).join(', ')}, ` +
     `${keyObject(table, (_, i) => `s.${keyVar(i)}`, true)} AS local_key, ${keyObject(table, (_, i) => `s.${keyVar(i)}`, false)} AS logged_key, ` +
     `to_jsonb(n) - ${quoteLiteral(KEEP)} AS incoming${lww ? `, n.${lww} AS incoming_lww` : ''}, k.id AS k_id, ` +
-    `greatest(width_bucket(s.${quoteIdent(SEQ)}, ${array(ordered.map((m) => m.fromSeq), 'bigint')}), 1) AS tx ` +
+    `greatest(width_bucket(s.${quoteIdent(SEQ)}, ${arrays.seqs}), 1) AS tx ` +
     `FROM (SELECT s.*, ${table.key.map((k, i) => `(${keyExpr(k)}) AS ${keyVar(i)}`).join(', ')} ` +
     `FROM ${stagedRows(table, 's', `${quoteIdent(OP)} <> 'K'`, true, side)}) AS s ` +
     `LEFT JOIN LATERAL (SELECT ${mapped.join(', ')}, ${keep} AS ${quoteIdent(KEEP)} WHERE s.${quoteIdent(OP)} <> 'D') AS n ON true ` +
@@ -90,8 +88,8 @@ export function renderKeptPrefix(syncName: string, t: SourceOrderTable, marks: r
   // width_bucket finds it by binary search (the count of marks at or before the change). The marks'
   // arrays stay constants of the expressions, never columns: a row carrying them (a join with a
   // one-row relation of them) is as wide as every mark, and the join's sort spilled them to disk.
-  const position = `CROSS JOIN LATERAL (SELECT (${array(ordered.map((m) => m.lsn), 'pg_lsn')})[ch.tx] AS lsn, ` +
-    `(${array(ordered.map((m) => m.commitTime), 'timestamptz')})[ch.tx] AS t) AS m`;
+  const position = `CROSS JOIN LATERAL (SELECT (${arrays.lsns})[ch.tx] AS lsn, ` +
+    `(${arrays.times})[ch.tx] AS t) AS m`;
   // The rule's verdict is `current` (source order: CASE … THEN 'incoming' ELSE 'current'; a
   // condition that is NULL falls to current there too).
   const byTime = '(m.t IS NULL OR m.t >= l.lct)';

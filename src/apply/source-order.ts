@@ -81,6 +81,23 @@ export function marksOf(marks: readonly TransactionMark[], seqs: Iterable<number
   return [...used].sort((a, b) => a - b).map((i) => marks[i]!);
 }
 
+/**
+ * The marks as three SQL array literals, index i of each for mark i: where each transaction
+ * begins (bigint[]), its commit LSN (pg_lsn[]) and commit time (timestamptz[]). Without marks, one
+ * mark with no position, from the first change on: every change then finds it, and logs NULL for both.
+ */
+export function markArrays(marks: readonly TransactionMark[]): { readonly seqs: string; readonly lsns: string; readonly times: string } {
+  const ordered = marks.length > 0 ? marks : [{ fromSeq: 0, lsn: null, commitTime: null }];
+  // Elements are digits, LSNs and ISO times: nothing in them needs escaping inside the quotes.
+  const array = (values: readonly (string | number | null)[], type: string) =>
+    `${quoteLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${String(v)}"`)).join(',')}}`)}::${type}[]`;
+  return {
+    seqs: array(ordered.map((m) => m.fromSeq), 'bigint'),
+    lsns: array(ordered.map((m) => m.lsn), 'pg_lsn'),
+    times: array(ordered.map((m) => m.commitTime), 'timestamptz'),
+  };
+}
+
 /** Errors that are the row's own fault: data exceptions, integrity violations, a user function's RAISE. */
 export const ROW_FAULT_SQLSTATE = /^(22|23|P0001)/;
 
@@ -139,9 +156,7 @@ export function renderSourceOrder(syncName: string, tables: readonly SourceOrder
     .join(' UNION ALL ');
   const pending = (t: SourceOrderTable) => `EXISTS (SELECT 1 FROM syncctl.sync_conflicts WHERE sync_name = ${quoteLiteral(syncName)} ` +
     `AND table_name = ${quoteLiteral(t.tableName)} AND outcome = 'pending' AND kind = 'apply_error')`;
-  const array = (values: readonly (string | number | null)[], type: string) =>
-    `${quoteLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${String(v)}"`)).join(',')}}`)}::${type}[]`;
-  const ordered = marks.length > 0 ? marks : [{ fromSeq: 0, lsn: null, commitTime: null }];
+  const arrays = markArrays(marks);
   const branches = tables.map((t, i) => `${i === 0 ? 'IF' : 'ELSIF'} ${C}.t = ${i} THEN\n${renderTable(syncName, t, i, careful, retry)}`).join('\n');
   const onFault = (t: SourceOrderTable, i: number) => (retry ? failedAgain('SQLERRM', 'SQLSTATE')
     : t.onError === 'stop' ? stop(t) : park(syncName, t, i, 'SQLERRM', 'SQLSTATE'));
@@ -174,9 +189,9 @@ ${tables.flatMap((t, i) => (t.apply.tracked && careful ? [`  ${currentVar(i)} ${
     ...(merges(t.conflict) ? [`  ${incomingVar(i)} ${quoteQualified(t.apply.target)}%ROWTYPE;`] : [])] : [])).join('\n')}
   ${TX} int := 1;
 ${tables.map((t, i) => `  ${parkedVar(i)} boolean := ${pending(t)};`).join('\n')}
-  syncctl$seqs bigint[] := ${array(ordered.map((m) => m.fromSeq), 'bigint')};
-  syncctl$lsns pg_lsn[] := ${array(ordered.map((m) => m.lsn), 'pg_lsn')};
-  syncctl$times timestamptz[] := ${array(ordered.map((m) => m.commitTime), 'timestamptz')};
+  syncctl$seqs bigint[] := ${arrays.seqs};
+  syncctl$lsns pg_lsn[] := ${arrays.lsns};
+  syncctl$times timestamptz[] := ${arrays.times};
 BEGIN
 PERFORM set_config(${quoteLiteral(PARKED_SETTING)}, '', true);
 FOR ${C} IN SELECT * FROM (${union}) AS changes ORDER BY seq LOOP
