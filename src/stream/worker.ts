@@ -26,7 +26,7 @@ import { planSync, type ResolvedTable } from '../plan/plan-sync.ts';
 import { publicationName, slotName } from '../plan/render-ddl.ts';
 import { quoteIdent, quoteLiteral, quoteQualified } from '../sql/quote.ts';
 import type { LoadedSync } from '../spec/loaded-sync.ts';
-import { formatLsn, parseLsn, PgoutputDecoder, type Lsn, type RelationMessage } from './pgoutput-decoder.ts';
+import { formatLsn, parseLsn, PgoutputDecoder, type Lsn, type PgoutputMessage, type RelationMessage } from './pgoutput-decoder.ts';
 import { ReplicationStream } from './replication-stream.ts';
 import { StreamedTransactions, type StreamedTable } from './streamed-transactions.ts';
 import { HeldChanges } from './held-changes.ts';
@@ -681,120 +681,38 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     };
     await commitReplayed();
 
-    for (;;) {
-      const frame = stream.read();
-      if (frame === null) {
-        if (await stream.readable()) continue;
-        break;
+    /** A keepalive: commits, held changes and retries that wait for a pause in the stream, and the confirmation of an idle slot. */
+    const onKeepalive = async (stream: ReplicationStream, walEnd: Lsn): Promise<void> => {
+      // A keepalive (the server sends one after most transactions while we have not confirmed):
+      // commit a finished batch only when nothing more is waiting or the batch is old enough,
+      // otherwise every source transaction would become its own target transaction.
+      if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= window())) await commit();
+      // A table whose copy finished gets its held changes now, even if no change of its own follows.
+      if (!inTransaction && !lastCommit) {
+        await refreshHeld();
+        await commitReplayed();
       }
-      const { message, walEnd } = frame;
-      if (message === undefined) {
-        // A keepalive (the server sends one after most transactions while we have not confirmed):
-        // commit a finished batch only when nothing more is waiting or the batch is old enough,
-        // otherwise every source transaction would become its own target transaction.
-        if (!inTransaction && lastCommit && (!stream.hasBuffered() || Date.now() - (batchStarted ?? 0) >= window())) await commit();
-        // A table whose copy finished gets its held changes now, even if no change of its own follows.
-        if (!inTransaction && !lastCommit) {
-          await refreshHeld();
-          await commitReplayed();
-        }
-        // Idle: parked changes a foreign key refused are retried in a transaction of their own, at the same checkpoint.
-        if (!inTransaction && !lastCommit && parkedRetry.due()) {
-          await drain();
-          await writer.begin();
-          lastCommit = { lsn: applied, time: null };
-          await commit();
-        }
-        // With nothing received left uncommitted or unflushed, every transaction the server
-        // committed before walEnd has been sent and applied, or had nothing for this sync:
-        // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
-        if (!inTransaction && !lastCommit && committing === 0 && unflushed.length === 0 && !writer.open) {
-          stream.confirm(walEnd);
-          if (progress && progress.appliedLsn < walEnd) progress.appliedLsn = walEnd;
-        }
-        if (options.signal?.aborted && !inTransaction) break;
-        continue;
+      // Idle: parked changes a foreign key refused are retried in a transaction of their own, at the same checkpoint.
+      if (!inTransaction && !lastCommit && parkedRetry.due()) {
+        await drain();
+        await writer.begin();
+        lastCommit = { lsn: applied, time: null };
+        await commit();
       }
-      const m = decoder.decode(message);
+      // With nothing received left uncommitted or unflushed, every transaction the server
+      // committed before walEnd has been sent and applied, or had nothing for this sync:
+      // confirming walEnd lets an idle or filtered slot advance instead of retaining WAL.
+      if (!inTransaction && !lastCommit && committing === 0 && unflushed.length === 0 && !writer.open) {
+        stream.confirm(walEnd);
+        if (progress && progress.appliedLsn < walEnd) progress.appliedLsn = walEnd;
+      }
+    };
+    /** Every message but a transaction's begin, changes and commit (the hot path, in consume). */
+    const onRare = async (m: PgoutputMessage): Promise<void> => {
       switch (m.tag) {
-        case 'begin':
-          finalLsn = m.finalLsn;
-          commitMs = Number(m.commitTime / 1000n) + PG_EPOCH_MS;
-          txCommitMs = commitMs;
-          // Applied before the last checkpoint: the server may send it again after a restart.
-          skipping = m.finalLsn < applied;
-          inTransaction = true;
-          if (!skipping) {
-            if (!writer.open) await writer.begin({ lazy: true });
-            writer.setContext(context());
-            noteRead(commitMs);
-          }
-          break;
         case 'relation':
           await onRelation(m);
           break;
-        case 'insert':
-        case 'update':
-        case 'delete': {
-          const xid = streamXid;
-          if (xid !== undefined && foreign.has(xid)) break;
-          // The usual case without a promise: streaming tables, in a transaction not skipped.
-          const known = byRelation.get(m.relationId);
-          const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every((r) => notPaused(r) && !r.brokenIn?.has(xid))) ? known
-            : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
-          if (rs.length === 0) break;
-          const stage = (r: Route, op: StageOp, unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
-            // A table still being copied: its changes are held until the copy is done.
-            if (xid === undefined && r.state !== 'streaming') {
-              return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: r.relation!.columns.map((c) => c.name), values });
-            }
-            const fromUpdate = m.tag === 'update';
-            if (op !== 'K') {
-              if (xid === undefined) tally(counts, r.resolved.table.name, m.tag);
-              else {
-                let c = streamedCounts.get(xid);
-                if (c === undefined) streamedCounts.set(xid, c = new Map());
-                tally(c, r.resolved.table.name, m.tag);
-              }
-            }
-            return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
-              : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values, fromUpdate);
-          };
-          // One source change, several target tables: written parents first, deleted children first
-          // (rs is in foreign-key order). stage() returns a promise only when it had to write:
-          // awaiting undefined costs a tick per change.
-          if (m.tag === 'insert') {
-            // An INSERT can carry unchanged TOAST values: an UPDATE that a publication row filter
-            // turned into an INSERT (the old row did not pass the filter, the new one does).
-            const { values, unchanged } = fillUnchanged(m.newTuple, undefined);
-            for (const r of rs) {
-              const p = stage(r, 'I', unchanged, values);
-              if (p) await p;
-            }
-          } else if (m.tag === 'update') {
-            // The old row (key changed, or REPLICA IDENTITY FULL) first, as K: source order applies
-            // the pair as one UPDATE of the row with the old key; the set form deletes the old key
-            // unless the new row, staged right after it, writes the same key again.
-            const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
-            const old = m.oldTuple ? withoutUnchanged(m.oldTuple) : undefined;
-            for (const r of rs) {
-              if (old) {
-                const p = stage(r, 'K', null, old);
-                if (p) await p;
-              }
-              const p = stage(r, 'W', unchanged, values);
-              if (p) await p;
-            }
-          } else {
-            const old = withoutUnchanged(m.oldTuple);
-            for (let i = rs.length - 1; i >= 0; i--) {
-              const p = stage(rs[i]!, 'D', null, old);
-              if (p) await p;
-            }
-          }
-          if (xid === undefined) staged++;
-          break;
-        }
         case 'truncate': {
           if (streamXid !== undefined && foreign.has(streamXid)) break;
           if (streamXid !== undefined) {
@@ -914,20 +832,122 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
           await commit();
           break;
         }
-        case 'commit':
-          inTransaction = false;
-          if (skipping) break;
-          transactions++;
-          lastCommit = { lsn: m.endLsn, time: txCommitMs };
-          // Group small transactions while more are already waiting; commit when caught up.
-          batchStarted ??= Date.now();
-          if (staged >= batchRows || Date.now() - batchStarted >= window() || !stream.hasBuffered() || options.signal?.aborted) await commit();
-          break;
         default:
           break;
       }
-      if (options.signal?.aborted && !inTransaction) break;
-    }
+    };
+    // The stream, message by message, in a function of its own: V8 optimizes the whole function
+    // a hot loop runs in, and again after each deoptimization (a path first taken after the last
+    // compile is one). Apart from runSession's setup and closures, and with keepalives and the
+    // rarer messages in functions of their own, what it compiles is the path every change takes,
+    // on a helper thread that shares the cores with the walsender and the target.
+    const consume = async (stream: ReplicationStream): Promise<void> => {
+      for (;;) {
+        const frame = stream.read();
+        if (frame === null) {
+          if (await stream.readable()) continue;
+          break;
+        }
+        const { message, walEnd } = frame;
+        if (message === undefined) {
+          await onKeepalive(stream, walEnd);
+          if (options.signal?.aborted && !inTransaction) break;
+          continue;
+        }
+        const m = decoder.decode(message);
+        switch (m.tag) {
+          case 'begin':
+            finalLsn = m.finalLsn;
+            commitMs = Number(m.commitTime / 1000n) + PG_EPOCH_MS;
+            txCommitMs = commitMs;
+            // Applied before the last checkpoint: the server may send it again after a restart.
+            skipping = m.finalLsn < applied;
+            inTransaction = true;
+            if (!skipping) {
+              if (!writer.open) await writer.begin({ lazy: true });
+              writer.setContext(context());
+              noteRead(commitMs);
+            }
+            break;
+          case 'insert':
+          case 'update':
+          case 'delete': {
+            const xid = streamXid;
+            if (xid !== undefined && foreign.has(xid)) break;
+            // The usual case without a promise: streaming tables, in a transaction not skipped.
+            const known = byRelation.get(m.relationId);
+            const rs = known !== undefined && (xid === undefined ? !skipping && streamingNow(known) : known.every((r) => notPaused(r) && !r.brokenIn?.has(xid))) ? known
+              : xid === undefined ? await route(m.relationId) : await streamedRoute(m.relationId);
+            if (rs.length === 0) break;
+            const stage = (r: Route, op: StageOp, unchanged: readonly number[] | null, values: readonly (Buffer | null)[]) => {
+              // A table still being copied: its changes are held until the copy is done.
+              if (xid === undefined && r.state !== 'streaming') {
+                return held.hold(r.resolved.table.name, finalLsn, { op, unchanged, columns: r.relation!.columns.map((c) => c.name), values });
+              }
+              const fromUpdate = m.tag === 'update';
+              if (op !== 'K') {
+                if (xid === undefined) tally(counts, r.resolved.table.name, m.tag);
+                else {
+                  let c = streamedCounts.get(xid);
+                  if (c === undefined) streamedCounts.set(xid, c = new Map());
+                  tally(c, r.resolved.table.name, m.tag);
+                }
+              }
+              return xid === undefined ? writer.stage(r.id, op, unchanged, values, fromUpdate)
+                : streamed.stage(xid, m.xid, streamedTable(r), op, unchanged, values, fromUpdate);
+            };
+            // One source change, several target tables: written parents first, deleted children first
+            // (rs is in foreign-key order). stage() returns a promise only when it had to write:
+            // awaiting undefined costs a tick per change.
+            if (m.tag === 'insert') {
+              // An INSERT can carry unchanged TOAST values: an UPDATE that a publication row filter
+              // turned into an INSERT (the old row did not pass the filter, the new one does).
+              const { values, unchanged } = fillUnchanged(m.newTuple, undefined);
+              for (const r of rs) {
+                const p = stage(r, 'I', unchanged, values);
+                if (p) await p;
+              }
+            } else if (m.tag === 'update') {
+              // The old row (key changed, or REPLICA IDENTITY FULL) first, as K: source order applies
+              // the pair as one UPDATE of the row with the old key; the set form deletes the old key
+              // unless the new row, staged right after it, writes the same key again.
+              const { values, unchanged } = fillUnchanged(m.newTuple, m.oldKind === 'O' ? m.oldTuple : undefined);
+              const old = m.oldTuple ? withoutUnchanged(m.oldTuple) : undefined;
+              for (const r of rs) {
+                if (old) {
+                  const p = stage(r, 'K', null, old);
+                  if (p) await p;
+                }
+                const p = stage(r, 'W', unchanged, values);
+                if (p) await p;
+              }
+            } else {
+              const old = withoutUnchanged(m.oldTuple);
+              for (let i = rs.length - 1; i >= 0; i--) {
+                const p = stage(rs[i]!, 'D', null, old);
+                if (p) await p;
+              }
+            }
+            if (xid === undefined) staged++;
+            break;
+          }
+          case 'commit':
+            inTransaction = false;
+            if (skipping) break;
+            transactions++;
+            lastCommit = { lsn: m.endLsn, time: txCommitMs };
+            // Group small transactions while more are already waiting; commit when caught up.
+            batchStarted ??= Date.now();
+            if (staged >= batchRows || Date.now() - batchStarted >= window() || !stream.hasBuffered() || options.signal?.aborted) await commit();
+            break;
+          default:
+            await onRare(m);
+            break;
+        }
+        if (options.signal?.aborted && !inTransaction) break;
+      }
+    };
+    await consume(stream);
     // The stream ended mid-transaction: drop everything uncommitted (the server sends it again
     // from the confirmed position). Otherwise keep what is complete.
     if (inTransaction) {
