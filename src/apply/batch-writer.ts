@@ -87,6 +87,11 @@ interface TableState {
 const SOURCE_ORDER_ONLY = process.env['SYNCCTL_APPLY'] === 'source-order';
 /** SYNCCTL_APPLY=source-order-aside: every change set aside for conflicts goes to source order, none is logged set-based (kept-prefix.ts); for comparing the two. */
 const SOURCE_ORDER_ASIDE = process.env['SYNCCTL_APPLY'] === 'source-order-aside';
+/**
+ * SYNCCTL_APPLY=copy: every batch as a large one is (COPY, then the set statements, with
+ * prepareAhead), never in one round trip: the differential tests' batches are small.
+ */
+const NEVER_SMALL = process.env['SYNCCTL_APPLY'] === 'copy';
 
 /** A table's changes set aside by ApplyStatements.split: how many, and their sequence numbers. */
 interface Aside {
@@ -168,6 +173,8 @@ export interface CommitPosition {
   readonly setAside: number;
   /** Of those, the changes the rule only logged (kept, pending), logged set-based (kept-prefix.ts). */
   readonly loggedAside: number;
+  /** The set statements went on from what prepareAhead did. */
+  readonly ahead: boolean;
 }
 
 export interface ConflictCount {
@@ -209,7 +216,7 @@ export class BatchWriter {
   /** BEGIN was sent: a lazily begun batch sends it only once it must talk to the server. */
   private begun = false;
   /** Everything staged in this batch is still in memory, as literals too: it may commit in one round trip. */
-  private small = true;
+  private small = !NEVER_SMALL;
   private smallBytes = 0;
   private smallRows = 0;
   private seq = 0;
@@ -230,12 +237,19 @@ export class BatchWriter {
    * changes, at most every ANALYZE_EVERY_MS.
    */
   private analyzedAt: number;
+  /**
+   * What prepareAhead did for the batch about to commit, under the savepoint it took: the changes
+   * it set aside and the tables it reduced. applyStaged goes on from there.
+   */
+  private ahead: { readonly aside: readonly Aside[]; readonly reduced: ReadonlySet<TableState> } | undefined;
   /** Some slice since the last ANALYZE met local changes. */
   private localChangesMet = false;
   /** Changes applyAside applied in the open transaction (CommitPosition.setAside). */
   private asideApplied = 0;
   /** Changes applyAside logged set-based in the open transaction (CommitPosition.loggedAside). */
   private asideLogged = 0;
+  /** The set statements went on from prepareAhead's work in the open transaction (CommitPosition.ahead). */
+  private aheadUsed = false;
   /** Another session's commit this writer's writes to target tables wait for (see after()). */
   private barrier: Promise<unknown> | undefined;
   private prepared = false;
@@ -341,7 +355,7 @@ export class BatchWriter {
       await this.analyzeLocalChanges();
       this.inTransaction = true;
       this.begun = false;
-      this.small = true;
+      this.small = !NEVER_SMALL;
     }
     if (!options.lazy) await this.ensureBegun();
   }
@@ -429,39 +443,91 @@ export class BatchWriter {
   }
 
   /**
+   * The part of the batch's set form that writes only this session's temp tables: the last COPY,
+   * setting aside the changes of keys with a local change, the reduction to the last change per
+   * key. Run while the batch before it still commits in the other session (the worker calls it
+   * before that commit is done; commit() passes the barrier after it), so the target does it
+   * beside that commit rather than after it. It reads syncctl.local_changes as of before that
+   * commit: a key whose local change that commit forgets is set aside all the same, and source
+   * order, reading after the barrier, applies its changes as they come (no conflict); a local
+   * change recorded later is the set form's check after its writes (checkLocalChanges). The
+   * reduction maps rows by the spec's SQL, which is over the source row: nothing the other
+   * session writes. A large batch only: a small one commits in one round trip.
+   */
+  async prepareAhead(): Promise<void> {
+    this.ahead = undefined;
+    if (!this.inTransaction || this.small || SOURCE_ORDER_ONLY) return;
+    const pending = this.pendingTables();
+    if (pending.length === 0 || !this.provable(pending) || pending.some((s) => s.toasted) || (pending.length === 1 && this.updatesFirst(pending[0]!))) return;
+    await this.settle();
+    await this.ensureBegun();
+    for (const state of pending) await this.copyOut(state);
+    const splittable = pending.filter((s) => s.statements.split !== undefined);
+    const reduced = pending.filter((s) => this.reduces(s));
+    if (splittable.length === 0 && reduced.length === 0) return;
+    await this.client.query('SAVEPOINT syncctl_batch');
+    try {
+      const result = await this.client.query([...splittable.map((s) => s.statements.split!.moveConflicting), ...reduced.map((s) => s.statements.reduce)].join(';\n'));
+      const results = (Array.isArray(result) ? result : [result]) as pg.QueryResult[];
+      this.ahead = { aside: splittable.map((state, i) => asideOf(state, results[i]!)).filter((a) => a.rows > 0), reduced: new Set(reduced) };
+    } catch {
+      // A row the mapping rejects: applyStaged runs it all again after the barrier, and source order decides.
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
+    }
+  }
+
+  /** The tables with changes staged, parents first. */
+  private pendingTables(): TableState[] {
+    return [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+  }
+
+  /**
    * Applies everything staged so far inside the open transaction: set-based when that provably
    * gives what source order gives, else (or when a set statement fails) in source order.
    * `dropping`: the staging tables are dropped next (a streamed transaction's), no need to empty them.
    */
   async applyStaged(context: SourcePosition, options: { dropping?: boolean } = {}): Promise<void> {
+    let ahead = this.ahead;
+    this.ahead = undefined;
     await this.settle();
     await this.passBarrier();
-    const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+    const pending = this.pendingTables();
     this.pendingRows = 0;
     if (pending.length === 0) return;
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
     let conflicts = false;
+    const toasted = pending.some((s) => s.toasted);
+    const updatesFirst = !toasted && pending.length === 1 && this.updatesFirst(pending[0]!);
+    // prepareAhead's work is for the usual case only, while it is provable: the batch before this
+    // one may have parked changes of a table meanwhile (source order then, from the start).
+    if (ahead !== undefined && (toasted || updatesFirst || !this.provable(pending))) {
+      await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
+      ahead = undefined;
+    }
     if (this.provable(pending)) {
-      await this.client.query('SAVEPOINT syncctl_batch');
+      if (ahead === undefined) await this.client.query('SAVEPOINT syncctl_batch');
       try {
         const clear = !options.dropping;
         const splittable = pending.filter((s) => s.statements.split !== undefined);
         let aside: readonly Aside[];
-        if (pending.some((s) => s.toasted)) {
+        if (toasted) {
           aside = await this.setAside(splittable);
           await this.applyToasted(pending, clear);
-        } else if (pending.length === 1 && this.updatesFirst(pending[0]!)) {
+        } else if (updatesFirst) {
           // One table only: its deletes and updates run ahead of the batch, which would break
           // the foreign-key order between tables (parents' writes first, children's deletes first).
           aside = await this.setAside(splittable);
           const updated = await this.updateExisting(pending[0]!);
           await this.client.query(this.batchStatements(pending, clear, updated).join(';\n'));
         } else {
-          // The usual case in one round trip: every statement of the batch as one simple query.
-          const results = await this.client.query([...splittable.map((s) => s.statements.split!.moveConflicting), ...this.batchStatements(pending, clear)]
+          // The usual case in one round trip: every statement of the batch (that prepareAhead did
+          // not run) as one simple query.
+          const moves = ahead === undefined ? splittable.map((s) => s.statements.split!.moveConflicting) : [];
+          const results = await this.client.query([...moves, ...this.batchStatements(pending, clear, undefined, ahead?.reduced)]
             .join(';\n')) as unknown as pg.QueryResult[];
-          aside = splittable.map((state, i) => asideOf(state, results[i]!)).filter((a) => a.rows > 0);
+          aside = ahead?.aside ?? splittable.map((state, i) => asideOf(state, results[i]!)).filter((a) => a.rows > 0);
+          this.aheadUsed ||= ahead !== undefined;
         }
         if (aside.length > 0) {
           conflicts = true;
@@ -672,6 +738,11 @@ export class BatchWriter {
     }
   }
 
+  /** The table's slice goes through the last-change table: some key repeats, or the set form has no direct statements. */
+  private reduces(state: TableState): boolean {
+    return state.repeated || state.statements.direct === undefined;
+  }
+
   /** A large direct slice of mostly source UPDATEs: applied by updateExisting(), then batchStatements() inserts what it missed. */
   private updatesFirst(state: TableState): boolean {
     return !state.repeated && state.statements.direct?.updateFirst !== undefined && state.writes >= UPDATE_FIRST_ROWS && state.updates * 2 >= state.writes;
@@ -690,10 +761,11 @@ export class BatchWriter {
    * key skips the reduction and reads its stage directly; one that `updated` already updated
    * only inserts what the update missed.
    */
-  private batchStatements(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean }): string[] {
+  private batchStatements(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean },
+    reduced?: ReadonlySet<TableState>): string[] {
     const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
     const statements: string[] = [];
-    for (const state of pending) if (!direct(state)) statements.push(state.statements.reduce);
+    for (const state of pending) if (this.reduces(state) && !reduced?.has(state)) statements.push(state.statements.reduce);
     for (const state of [...pending].reverse()) {
       // Nothing to delete: no delete staged, and no row filter that could turn a write into one.
       if (updated?.table === state || (!state.deletes && state.table.apply.workerFilter === undefined)) continue;
@@ -828,7 +900,7 @@ export class BatchWriter {
   async commit(checkpoint: { lsn: string; commitTime: string | null }, before?: (client: pg.Client) => Promise<unknown>,
     applied: AppliedCounts = new Map()): Promise<CommitPosition> {
     await this.passBarrier();
-    const pending = [...this.tables.values()].filter((s) => s.staged > 0).sort((a, b) => a.table.order - b.table.order);
+    const pending = this.pendingTables();
     if (before === undefined && this.inTransaction && !this.begun && this.small && !pending.some((s) => s.toasted) && this.provable(pending)) {
       return this.commitSmall(pending, checkpoint, applied);
     }
@@ -861,10 +933,11 @@ export class BatchWriter {
     await this.vacuumIfDue();
     await this.dropRetired();
     const position = results[results.length - 1]!.rows[0] as { lsn: string; flushed: string };
-    const [setAside, loggedAside] = [this.asideApplied, this.asideLogged];
+    const [setAside, loggedAside, ahead] = [this.asideApplied, this.asideLogged, this.aheadUsed];
     this.asideApplied = 0;
     this.asideLogged = 0;
-    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged), setAside, loggedAside };
+    this.aheadUsed = false;
+    return { ...position, conflicts: conflictCounts((results[results.length - 3]!.rows[0] as { logged: string | null }).logged), setAside, loggedAside, ahead };
   }
 
   /**
@@ -903,9 +976,10 @@ export class BatchWriter {
   }
 
   private finish(): void {
+    this.ahead = undefined;
     this.inTransaction = false;
     this.begun = false;
-    this.small = true;
+    this.small = !NEVER_SMALL;
     this.smallRows = 0;
     this.smallBytes = 0;
     this.seq = 0;
@@ -933,6 +1007,7 @@ export class BatchWriter {
     this.finish();
     this.asideApplied = 0;
     this.asideLogged = 0;
+    this.aheadUsed = false;
     this.pendingRows = 0;
     for (const state of this.tables.values()) {
       state.rows.takeBlocks();

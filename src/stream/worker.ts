@@ -224,8 +224,9 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     if (options.events && options.events.progress.appliedLsn < applied) options.events.progress.appliedLsn = applied;
 
     // Two target sessions: the next batch is staged on one while the last one commits on the
-    // other (their commits stay in order). Streamed transactions stage on the primary and are
-    // applied there.
+    // other (their commits stay in order; what a batch does in its own temp tables runs beside
+    // the other's commit, BatchWriter.prepareAhead). Streamed transactions stage on the primary
+    // and are applied there.
     second = await connect('target', sync.targetUrl, 'syncctl run');
     for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
     const tagged = sync.origin === 'none' && await tagWrites([target, second], sync.name, logger);
@@ -344,10 +345,15 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       lastCommit = undefined;
       batchStarted = undefined;
       const previous = inflight;
+      // The part of this batch that writes only its own session's temp tables runs now, beside
+      // the commit in flight in the other session (BatchWriter.prepareAhead).
+      const ahead = committing > 0 ? w.prepareAhead() : undefined;
+      ahead?.catch(() => {});
       committing++;
       inflight = (async () => {
         await previous;
         if (failed !== undefined) return;
+        await ahead;
         const totals = new Map([...batch.counts].map(([table, c]) => [table, c.insert + c.update + c.delete + c.truncate]));
         const position = await w.commit({ lsn: formatLsn(batch.lsn), commitTime: batch.time === null ? null : new Date(batch.time).toISOString() }, retry, totals);
         applied = batch.lsn;
@@ -363,7 +369,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
         await confirmDurable(parseLsn(position.flushed));
         options.onCommit?.({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes });
         logger.debug({ lsn: formatLsn(batch.lsn), transactions: batch.transactions, changes: batch.changes,
-          ...(position.setAside > 0 ? { setAside: position.setAside, loggedAside: position.loggedAside } : {}) }, 'committed');
+          ...(position.setAside > 0 ? { setAside: position.setAside, loggedAside: position.loggedAside } : {}), ...(position.ahead ? { ahead: true } : {}) }, 'committed');
       })().catch((error: unknown) => {
         failed ??= error;
         stream?.interrupt();

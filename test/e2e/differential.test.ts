@@ -154,7 +154,8 @@ async function differential(seed: number, variant: Variant, mode: Mode): Promise
     await apply(sync);
 
     const spawn = (when: string) => {
-      const worker = spawnWorker(dir, { ...env, SYNCCTL_LOG_LEVEL: 'info' });
+      // Odd seeds: every batch by COPY, as a large batch is (see SYNCCTL_APPLY=copy in batch-writer.ts).
+      const worker = spawnWorker(dir, { ...env, SYNCCTL_LOG_LEVEL: 'info', ...(seed % 2 === 1 ? { SYNCCTL_APPLY: 'copy' } : {}) });
       children.add(worker);
       logs.push({ name: `worker ${logs.length + 1} (pid ${worker.pid})`, text: worker.stderr });
       child = worker;
