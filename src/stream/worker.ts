@@ -88,6 +88,12 @@ const HELD_OPS = { I: 'insert', W: 'update', D: 'delete', T: 'truncate' } as con
 
 /** How long a batch may stay open while the worker is behind the source. */
 const BEHIND_BATCH_MS = 250;
+/**
+ * While no batch is committing, one of this many changes commits at its next source commit: the
+ * target would otherwise sit idle until a full batch is staged (a backlog's first batch). While
+ * one commits, the next grows to the full size, so a backlog settles on full batches.
+ */
+const IDLE_BATCH_ROWS = 10_000;
 
 /** Microseconds between the Unix epoch and Postgres's epoch (2000-01-01). */
 const PG_EPOCH_MS = 946_684_800_000;
@@ -944,7 +950,8 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
             lastCommit = { lsn: m.endLsn, time: txCommitMs };
             // Group small transactions while more are already waiting; commit when caught up.
             batchStarted ??= Date.now();
-            if (staged >= batchRows || Date.now() - batchStarted >= window() || !stream.hasBuffered() || options.signal?.aborted) await commit();
+            if (staged >= batchRows || (committing === 0 && staged >= IDLE_BATCH_ROWS) || Date.now() - batchStarted >= window() ||
+              !stream.hasBuffered() || options.signal?.aborted) await commit();
             break;
           default:
             await onRare(m);
