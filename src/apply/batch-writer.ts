@@ -167,7 +167,7 @@ export interface TruncateRefusal {
 export interface CommitPosition {
   readonly lsn: string;
   readonly flushed: string;
-  /** Rows the commit added to sync_conflicts, counted by table, kind and outcome (see sql/7_leader-and-counts.sql). */
+  /** Rows the commit added to sync_conflicts, counted by table, kind and outcome (the trigger of sql/10_conflict-counts-per-statement.sql). */
   readonly conflicts: readonly ConflictCount[];
   /** Changes of keys with a local change that the commit applied in source order, apart from the set statements (applyAside). */
   readonly setAside: number;
@@ -190,7 +190,7 @@ export type AppliedCounts = ReadonlyMap<string, number>;
 const READ_CONFLICTS_LOGGED = `SELECT current_setting('syncctl.conflicts_logged', true) AS logged`;
 
 /**
- * The transaction's conflict counts (sql/9_conflict-counts.sql: {"[table, kind, outcome]": n});
+ * The transaction's conflict counts (sql/9_conflict-counts.sql, counted per statement since sql/10: {"[table, kind, outcome]": n});
  * a schema not migrated yet still writes sql/7's "table|kind|outcome" lines.
  */
 function conflictCounts(logged: string | null | undefined): ConflictCount[] {

@@ -25,7 +25,7 @@ test('two applies started together: both exit 0, exactly one applies the changes
 
   // Everything exists once.
   expect(await rows(dbs().source, `SELECT slot_name FROM pg_replication_slots WHERE database = current_database()`)).toEqual([{ slot_name: 'syncctl_laas_to_orgs' }]);
-  expect(await rows(dbs().target, `SELECT id FROM syncctl.migrations ORDER BY id`)).toEqual([{ id: 0 }, { id: 1 }, { id: 2 }, { id: 3 }, { id: 4 }, { id: 5 }, { id: 6 }, { id: 7 }, { id: 8 }, { id: 9 }]);
+  expect(await rows(dbs().target, `SELECT id FROM syncctl.migrations ORDER BY id`)).toEqual([{ id: 0 }, { id: 1 }, { id: 2 }, { id: 3 }, { id: 4 }, { id: 5 }, { id: 6 }, { id: 7 }, { id: 8 }, { id: 9 }, { id: 10 }]);
   expect(await rows(dbs().target, `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 'syncctl_track'`)).toEqual([{ n: 3 }]);
   expectStatus(await runSyncctl(['plan', dir, '--detailed-exitcode'], env()), 0);
 });

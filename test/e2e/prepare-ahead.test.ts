@@ -111,3 +111,22 @@ test('a local change recorded after the preparation: the set form\'s check catch
   const { rows } = await first.query<{ id: number; v: number }>('SELECT id, v FROM items WHERE id IN (4, 5, 6) ORDER BY id');
   expect(rows).toEqual([{ id: 4, v: -4 }, { id: 5, v: 7 }, { id: 6, v: -6 }]);
 });
+
+test('conflicts logged set-based in one statement are counted, each of them, in the commit\'s counts', async () => {
+  // Newer local writes on 50 keys: the incoming changes below are older, and last-write-wins keeps the rows.
+  await dbs().target.query(`UPDATE items SET v = -id, updated_at = '2030-01-01' WHERE id BETWEEN 100 AND 149`);
+  const w = new BatchWriter(second.client, SYNC);
+  w.register(table);
+  await w.begin({ lazy: true });
+  w.setContext({ lsn: '0/40', commitTime: '2025-01-01T00:00:00Z' });
+  for (let id = 2; id <= LARGE; id++) await w.stage('items', 'W', null, write(id, id, '2025-01-01'), true);
+  // A second change of each of those keys: two conflicts per key, both kept.
+  for (let id = 100; id < 150; id++) await w.stage('items', 'W', null, write(id, 0, '2025-01-02'), true);
+  const position = await w.commit({ lsn: '0/40', commitTime: '2025-01-01T00:00:00Z' });
+  expect(position.loggedAside).toBe(100);
+  // And key 5's local change, kept by the test before, now meets a newer change: applied.
+  expect([...position.conflicts].sort((a, b) => a.outcome.localeCompare(b.outcome))).toEqual([
+    { table: 'items', kind: 'locally_modified', outcome: 'applied', count: 1 }, { table: 'items', kind: 'locally_modified', outcome: 'kept', count: 100 }]);
+  const logged = await first.query<{ n: number }>(`SELECT count(*)::int AS n FROM syncctl.sync_conflicts WHERE source_lsn = '0/40' AND outcome = 'kept'`);
+  expect(logged.rows[0]!.n).toBe(100);
+});
