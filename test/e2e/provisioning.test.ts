@@ -128,6 +128,7 @@ describe('apply', () => {
       { id: 7, name: 'leader-and-counts' },
       { id: 8, name: 'runs-and-held-tables' },
       { id: 9, name: 'conflict-counts' },
+      { id: 10, name: 'conflict-counts-per-statement' },
     ]);
     const tables = await rows(dbs().target, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'syncctl' ORDER BY 1`);
     expect(tables.map((t) => t['table_name'])).toEqual(['checkpoints', 'held_changes', 'local_changes', 'migrations', 'runs', 'snapshot_chunks', 'sync_conflicts', 'sync_tables', 'syncs']);
