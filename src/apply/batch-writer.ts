@@ -458,7 +458,7 @@ export class BatchWriter {
     this.ahead = undefined;
     if (!this.inTransaction || this.small || SOURCE_ORDER_ONLY) return;
     const pending = this.pendingTables();
-    if (pending.length === 0 || !this.provable(pending) || pending.some((s) => s.toasted) || (pending.length === 1 && this.updatesFirst(pending[0]!))) return;
+    if (pending.length === 0 || !this.provable(pending) || this.setPath(pending) !== 'usual') return;
     await this.settle();
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
@@ -497,11 +497,10 @@ export class BatchWriter {
     await this.ensureBegun();
     for (const state of pending) await this.copyOut(state);
     let conflicts = false;
-    const toasted = pending.some((s) => s.toasted);
-    const updatesFirst = !toasted && pending.length === 1 && this.updatesFirst(pending[0]!);
-    // prepareAhead's work is for the usual case only, while it is provable: the batch before this
+    const path = this.setPath(pending);
+    // prepareAhead's work is for the usual path only, while it is provable: the batch before this
     // one may have parked changes of a table meanwhile (source order then, from the start).
-    if (ahead !== undefined && (toasted || updatesFirst || !this.provable(pending))) {
+    if (ahead !== undefined && (path !== 'usual' || !this.provable(pending))) {
       await this.client.query('ROLLBACK TO SAVEPOINT syncctl_batch; RELEASE SAVEPOINT syncctl_batch');
       ahead = undefined;
     }
@@ -511,10 +510,10 @@ export class BatchWriter {
         const clear = !options.dropping;
         const splittable = pending.filter((s) => s.statements.split !== undefined);
         let aside: readonly Aside[];
-        if (toasted) {
+        if (path === 'toasted') {
           aside = await this.setAside(splittable);
           await this.applyToasted(pending, clear);
-        } else if (updatesFirst) {
+        } else if (path === 'updatesFirst') {
           // One table only: its deletes and updates run ahead of the batch, which would break
           // the foreign-key order between tables (parents' writes first, children's deletes first).
           aside = await this.setAside(splittable);
@@ -736,6 +735,15 @@ export class BatchWriter {
       state.keys!.clear();
       state.repeated = false;
     }
+  }
+
+  /**
+   * Which set path a provable slice takes: with unchanged TOAST values, statement by statement;
+   * one large table of mostly source UPDATEs, its updates first; else the usual one round trip.
+   */
+  private setPath(pending: readonly TableState[]): 'toasted' | 'updatesFirst' | 'usual' {
+    if (pending.some((s) => s.toasted)) return 'toasted';
+    return pending.length === 1 && this.updatesFirst(pending[0]!) ? 'updatesFirst' : 'usual';
   }
 
   /** The table's slice goes through the last-change table: some key repeats, or the set form has no direct statements. */
