@@ -771,9 +771,9 @@ export class BatchWriter {
    */
   private batchStatements(pending: readonly TableState[], clear: boolean, updated?: { table: TableState; complete: boolean },
     reduced?: ReadonlySet<TableState>): string[] {
-    const direct = (state: TableState) => (state.repeated ? undefined : state.statements.direct);
+    const direct = (state: TableState) => (this.reduces(state) ? undefined : state.statements.direct);
     const statements: string[] = [];
-    for (const state of pending) if (this.reduces(state) && !reduced?.has(state)) statements.push(state.statements.reduce);
+    for (const state of pending) if (!direct(state) && !reduced?.has(state)) statements.push(state.statements.reduce);
     for (const state of [...pending].reverse()) {
       // Nothing to delete: no delete staged, and no row filter that could turn a write into one.
       if (updated?.table === state || (!state.deletes && state.table.apply.workerFilter === undefined)) continue;
