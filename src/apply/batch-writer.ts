@@ -148,6 +148,14 @@ const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 let preparedCount = 0;
 
 /** A table as source order renders it; `onError` overrides the spec's (applyAside: stop). */
+/**
+ * The marks as source order records them. Formatting a position (its LSN and ISO commit time)
+ * costs more than staging a change of it: only the marks a statement carries are formatted.
+ */
+function formatMarks(marks: readonly { readonly fromSeq: number; readonly position: SourcePosition }[]): TransactionMark[] {
+  return marks.map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
+}
+
 function sourceOrderTable(state: TableState, onError = state.table.onError): SourceOrderTable {
   const { apply, tableName, strategy, conflict } = state.table;
   return { apply, tableName, strategy, onError, ...(conflict ? { conflict } : {}) };
@@ -578,7 +586,7 @@ export class BatchWriter {
     const { rows } = await this.client.query(ACTING_FOREIGN_KEY, [pending.map((s) => quoteQualified(s.table.apply.target))]);
     if (rows.length > 0) throw Object.assign(new Error('a foreign key acts on the slice\'s tables: not split'), { code: LOCAL_CHANGES_FOUND });
     const tables = aside.map(({ state }) => sourceOrderTable(state, 'stop'));
-    const marks = marksOf(this.transactionMarks(context), aside.flatMap((a) => a.seqs));
+    const marks = formatMarks(marksOf(this.rawMarks(context), aside.flatMap((a) => a.seqs)));
     for (const a of aside) this.deleted += a.rows;
     const kept = SOURCE_ORDER_ASIDE ? [] : tables.flatMap((t) => renderKeptPrefix(this.syncName, t, marks) ?? []);
     const results = await this.client.query([
@@ -641,7 +649,7 @@ export class BatchWriter {
    */
   private async applyInSourceOrder(pending: readonly TableState[], context: SourcePosition, clear: boolean, conflicts = false): Promise<void> {
     const tables = pending.map((state) => sourceOrderTable(state));
-    const marks = this.transactionMarks(context);
+    const marks = formatMarks(this.rawMarks(context));
     await this.client.query('SAVEPOINT syncctl_order');
     try {
       // The fast pass fails on the first local change it meets: with conflicts known, only the careful pass can apply the slice.
@@ -670,9 +678,8 @@ export class BatchWriter {
   }
 
   /** Where each source transaction of the open batch begins, for what source order records (see marksOf). */
-  private transactionMarks(context: SourcePosition): TransactionMark[] {
-    return (this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }])
-      .map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
+  private rawMarks(context: SourcePosition): readonly { readonly fromSeq: number; readonly position: SourcePosition }[] {
+    return this.marks.length > 0 ? this.marks : [{ fromSeq: 0, position: context }];
   }
 
   /** The tables a source-order block parked rows of (it lists them in PARKED_SETTING). */

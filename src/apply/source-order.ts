@@ -64,7 +64,7 @@ export interface TransactionMark {
  * begins at or before it. So the statements for a few changes set aside carry their own few
  * transactions, not every transaction of the batch (thousands, parsed by the target each time).
  */
-export function marksOf(marks: readonly TransactionMark[], seqs: Iterable<number>): TransactionMark[] {
+export function marksOf<M extends { readonly fromSeq: number }>(marks: readonly M[], seqs: Iterable<number>): M[] {
   if (marks.length === 0) return [];
   const used = new Set<number>();
   for (const seq of seqs) {
