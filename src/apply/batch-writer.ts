@@ -240,7 +240,8 @@ export class BatchWriter {
    * writer was not asked to). The split's lookups of staged keys in it (moveConflicting, the
    * check after the writes) are joins whose plan follows its statistics: statistics from when it
    * held a few rows made a nested loop of two sequential scans of 2,000 entries and 5,000 keys,
-   * seconds per slice. So it is analyzed when the session starts, and again, outside any
+   * seconds per slice. So it is analyzed when the session starts (unless the caller just did:
+   * `analyzedAt`), and again, outside any
    * transaction (the lock ANALYZE takes would be held to the commit), after a slice met local
    * changes, at most every ANALYZE_EVERY_MS.
    */
@@ -281,11 +282,11 @@ export class BatchWriter {
   /** The session has a replication origin set up: each commit records the source position and commit time in it. */
   private readonly origin: boolean;
 
-  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number; origin?: boolean; analyzeLocalChanges?: boolean } = {}) {
+  constructor(client: pg.Client, syncName: string, options: { applyEveryRows?: number; origin?: boolean; analyzeLocalChanges?: boolean; analyzedAt?: number } = {}) {
     this.client = client;
     this.syncName = syncName;
     this.origin = options.origin ?? false;
-    this.analyzedAt = options.analyzeLocalChanges ? 0 : Infinity;
+    this.analyzedAt = options.analyzeLocalChanges ? options.analyzedAt ?? 0 : Infinity;
     this.parked = parkedTables(syncName);
     this.applyEveryRows = options.applyEveryRows ?? APPLY_EVERY_ROWS;
   }

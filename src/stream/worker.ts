@@ -165,10 +165,15 @@ const RETRY_FIRST_MS = 500;
 
 async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, previousBackends: number[]): Promise<void> {
   const { sync, logger } = options;
-  const source = await connect('source', sync.sourceUrl, 'syncctl run');
-  let target: Connection | undefined;
-  let second: Connection | undefined;
+  // The three connections open at once: each costs round trips (and a SCRAM exchange) that
+  // would otherwise add up before the first change is read.
+  const [source, target, second] = await openAll([
+    () => connect('source', sync.sourceUrl, 'syncctl run'),
+    () => connect('target', sync.targetUrl, 'syncctl run'),
+    () => connect('target', sync.targetUrl, 'syncctl run'),
+  ]);
   let stream: ReplicationStream | undefined;
+  let opening: Promise<ReplicationStream> | undefined;
   // SIGTERM inside a source transaction lets it reach its commit (for 10 s at most); outside one,
   // reading stops at once. The connection stays open until the batch held is committed and
   // confirmed, so the slot's confirmed position is the checkpoint.
@@ -181,26 +186,10 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
   try {
     // A dropped or lost slot says so, before the plan reports it only as a pending change.
     await checkSlotStreamable(source, slotName(sync.name));
-    target = await connect('target', sync.targetUrl, 'syncctl run');
-    const plan = await planSync(sync, { source, target });
-    const blocking = plan.changes.filter((c) => !c.streamSafe);
-    if (blocking.length > 0) {
-      throw new SyncctlError('PLAN_PENDING', `${sync.name}: the databases do not match the spec (${blocking.length} change(s) pending: ` +
-        `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
-    }
-    if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
+    // Statistics of the local changes for the batches' plans, taken on the second session while
+    // the first checks the plan (the writers take them again as they meet local changes).
+    const analyzed = analyzeLocalChanges(second);
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
-    await source.close();
-    // A source table may feed several target tables: its routes, parents first.
-    const routes = new Map<string, Route[]>();
-    const addRoutes = (added: readonly Route[]) => {
-      for (const r of added) {
-        const key = tableKey(r.resolved.table.source);
-        routes.set(key, [...(routes.get(key) ?? []), r].sort((a, b) => a.order - b.order));
-      }
-    };
-    const allRoutes = () => [...routes.values()].flat();
-    addRoutes(await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped')));
     // The last session's target backends may still be finishing a COMMIT the connection lost
     // sight of: they are ended (and waited for) before the checkpoint is read, or this session
     // would apply that batch a second time after it lands.
@@ -215,14 +204,38 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     let applied = parseLsn(checkpoint.rows[0].commit_lsn);
     // While a table is held (`syncctl pause`), transactions arrive whole at their commit, so its
     // changes go to held_changes like any other: a streamed transaction's blocks could only wait.
-    const holding = allRoutes().some((r) => r.state === 'held');
-    stream = await ReplicationStream.open(sync.sourceUrl, {
+    const mapped = sync.tables.filter((t) => t.mode === 'mapped').map((t) => t.name);
+    const holding = (await target.query('SELECT 1 FROM syncctl.sync_tables WHERE sync_name = $1 AND state = \'held\' AND table_name = ANY($2::text[]) LIMIT 1',
+      [sync.name, mapped])).rows.length > 0;
+    // The replication connection opens while the plan is checked: nothing is read from it, nor
+    // confirmed, before the plan passes (closed when it does not).
+    opening = ReplicationStream.open(sync.sourceUrl, {
       slot: slotName(sync.name), publications: [publicationName(sync.name)], startLsn: applied, messages: true,
       protoVersion: protocol.version, streaming: protocol.streaming && !holding,
       // Changes another replication wrote on the source (the reverse sync's worker) stay there:
       // filtered by the walsender from PostgreSQL 16 on, before that skipped here (case 'origin').
       ...(sync.origin === 'none' && protocol.version >= 4 ? { origin: 'none' as const } : {}), decodingWorkMemKb: options.decodingWorkMemKb ?? DECODING_WORK_MEM_KB,
     });
+    opening.catch(() => {});
+    const plan = await planSync(sync, { source, target });
+    const blocking = plan.changes.filter((c) => !c.streamSafe);
+    if (blocking.length > 0) {
+      throw new SyncctlError('PLAN_PENDING', `${sync.name}: the databases do not match the spec (${blocking.length} change(s) pending: ` +
+        `${blocking.map((c) => c.id).join(', ')}); run syncctl apply first`);
+    }
+    if (plan.changes.length > 0) logger.warn({ pending: plan.changes.map((c) => c.id) }, 'streaming with changes pending; syncctl apply makes them');
+    await source.close();
+    // A source table may feed several target tables: its routes, parents first.
+    const routes = new Map<string, Route[]>();
+    const addRoutes = (added: readonly Route[]) => {
+      for (const r of added) {
+        const key = tableKey(r.resolved.table.source);
+        routes.set(key, [...(routes.get(key) ?? []), r].sort((a, b) => a.order - b.order));
+      }
+    };
+    const allRoutes = () => [...routes.values()].flat();
+    addRoutes(await buildRoutes(target, sync, [...plan.tables.values()].filter((t) => t.table.mode === 'mapped')));
+    stream = await opening;
     options.signal?.addEventListener('abort', onAbort, { once: true });
     if (options.signal?.aborted) return;
     logger.info({ sync: sync.name, from: formatLsn(applied), protoVersion: protocol.version, streaming: protocol.streaming }, 'streaming');
@@ -233,11 +246,11 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // other (their commits stay in order; what a batch does in its own temp tables runs beside
     // the other's commit, BatchWriter.prepareAhead). Streamed transactions stage on the primary
     // and are applied there.
-    second = await connect('target', sync.targetUrl, 'syncctl run');
     for (const session of [target, second]) previousBackends.push((await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
     const tagged = sync.origin === 'none' && await tagWrites([target, second], sync.name, logger);
-    const primary = new BatchWriter(target.client, sync.name, { origin: tagged, analyzeLocalChanges: true });
-    const secondary = new BatchWriter(second.client, sync.name, { origin: tagged, analyzeLocalChanges: true });
+    const analyzedAt = await analyzed;
+    const primary = new BatchWriter(target.client, sync.name, { origin: tagged, analyzeLocalChanges: true, analyzedAt });
+    const secondary = new BatchWriter(second.client, sync.name, { origin: tagged, analyzeLocalChanges: true, analyzedAt });
     await primary.prepare();
     await secondary.prepare();
     const parkedRetry = new ParkedRetry(sync.name, await loadParkedTables(target.client, sync.name), logger);
@@ -986,9 +999,11 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     if (stream !== undefined) options.events?.emit('streaming', false);
     stopFlushTimer();
     options.signal?.removeEventListener('abort', onAbort);
+    // Opened while the plan was checked, and not taken: the plan failed.
+    if (stream === undefined) await opening?.then((s) => s.close(), () => {});
     await stream?.close();
-    await target?.close();
-    await second?.close();
+    await target.close();
+    await second.close();
     await source.close();
   }
 }
@@ -1067,3 +1082,25 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * Opens every connection at once; when one fails, closes those that opened and throws the first
+ * failure in list order (the source's before the target's, as when they open one by one).
+ */
+async function openAll<const T extends readonly (() => Promise<Connection>)[]>(openers: T): Promise<{ -readonly [K in keyof T]: Connection }> {
+  const settled = await Promise.allSettled(openers.map((open) => open()));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed === undefined) return settled.map((s) => (s as PromiseFulfilledResult<Connection>).value) as { -readonly [K in keyof T]: Connection };
+  await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
+  throw failed.reason;
+}
+
+/**
+ * ANALYZE syncctl.local_changes (see BatchWriter's analyzedAt): when it was taken. Without the
+ * privilege (the owner's, or MAINTAIN) Postgres skips it with a warning; plans then stay the
+ * server's business.
+ */
+async function analyzeLocalChanges(session: Connection): Promise<number> {
+  const at = Date.now();
+  await session.query('ANALYZE syncctl.local_changes').catch(() => {});
+  return at;
+}
