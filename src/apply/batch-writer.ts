@@ -147,7 +147,6 @@ const statementNames = new WeakMap<pg.Client, Map<string, string | null>>();
 /** Names prepared statements: unique in the process, so a name is never reused after a DEALLOCATE. */
 let preparedCount = 0;
 
-/** A table as source order renders it; `onError` overrides the spec's (applyAside: stop). */
 /**
  * The marks as source order records them. Formatting a position (its LSN and ISO commit time)
  * costs more than staging a change of it: only the marks a statement carries are formatted.
@@ -156,6 +155,7 @@ function formatMarks(marks: readonly { readonly fromSeq: number; readonly positi
   return marks.map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
 }
 
+/** A table as source order renders it; `onError` overrides the spec's (applyAside: stop). */
 function sourceOrderTable(state: TableState, onError = state.table.onError): SourceOrderTable {
   const { apply, tableName, strategy, conflict } = state.table;
   return { apply, tableName, strategy, onError, ...(conflict ? { conflict } : {}) };
@@ -241,9 +241,8 @@ export class BatchWriter {
    * check after the writes) are joins whose plan follows its statistics: statistics from when it
    * held a few rows made a nested loop of two sequential scans of 2,000 entries and 5,000 keys,
    * seconds per slice. So it is analyzed when the session starts (unless the caller just did:
-   * `analyzedAt`), and again, outside any
-   * transaction (the lock ANALYZE takes would be held to the commit), after a slice met local
-   * changes, at most every ANALYZE_EVERY_MS.
+   * `analyzedAt`), and again, outside any transaction (the lock ANALYZE takes would be held to
+   * the commit), after a slice met local changes, at most every ANALYZE_EVERY_MS.
    */
   private analyzedAt: number;
   /**
