@@ -155,6 +155,17 @@ function formatMarks(marks: readonly { readonly fromSeq: number; readonly positi
   return marks.map((m) => ({ fromSeq: m.fromSeq, lsn: m.position.lsn, commitTime: m.position.commitTime }));
 }
 
+/**
+ * ANALYZE syncctl.local_changes (see BatchWriter.analyzedAt), outside any transaction: when it was
+ * taken. Without the privilege (the owner's, or MAINTAIN) Postgres skips it with a warning; plans
+ * then stay the server's business.
+ */
+export async function analyzeLocalChanges(client: pg.Client): Promise<number> {
+  const at = Date.now();
+  await client.query('ANALYZE syncctl.local_changes').catch(() => {});
+  return at;
+}
+
 /** A table as source order renders it; `onError` overrides the spec's (applyAside: stop). */
 function sourceOrderTable(state: TableState, onError = state.table.onError): SourceOrderTable {
   const { apply, tableName, strategy, conflict } = state.table;
@@ -346,10 +357,8 @@ export class BatchWriter {
 
   private async analyzeLocalChanges(): Promise<void> {
     if (this.analyzedAt !== 0 && !(this.localChangesMet && Date.now() - this.analyzedAt >= ANALYZE_EVERY_MS)) return;
-    this.analyzedAt = Date.now();
     this.localChangesMet = false;
-    // Without the privilege (the owner's, or MAINTAIN) Postgres skips it with a warning; plans then stay the server's business.
-    await this.client.query('ANALYZE syncctl.local_changes').catch(() => {});
+    this.analyzedAt = await analyzeLocalChanges(this.client);
   }
 
   /**

@@ -13,7 +13,7 @@
 import { sleep } from '../sleep.ts';
 import type pg from 'pg';
 import { buildBatchTable } from '../apply/apply-table.ts';
-import { BatchWriter, type StageOp, type TruncateRefusal } from '../apply/batch-writer.ts';
+import { analyzeLocalChanges, BatchWriter, type StageOp, type TruncateRefusal } from '../apply/batch-writer.ts';
 import { loadParkedTables } from '../apply/parked.ts';
 import { foreignKeyOrder } from '../catalog/foreign-key-order.ts';
 import { tableKey } from '../catalog/facts.ts';
@@ -188,7 +188,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     await checkSlotStreamable(source, slotName(sync.name));
     // Statistics of the local changes for the batches' plans, taken on the second session while
     // the first checks the plan (the writers take them again as they meet local changes).
-    const analyzed = analyzeLocalChanges(second);
+    const analyzed = analyzeLocalChanges(second.client);
     const protocol = pgoutputProtocol(Number((await source.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v));
     // The last session's target backends may still be finishing a COMMIT the connection lost
     // sight of: they are ended (and waited for) before the checkpoint is read, or this session
@@ -1092,15 +1092,4 @@ async function openAll<const T extends readonly (() => Promise<Connection>)[]>(o
   if (failed === undefined) return settled.map((s) => (s as PromiseFulfilledResult<Connection>).value) as { -readonly [K in keyof T]: Connection };
   await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
   throw failed.reason;
-}
-
-/**
- * ANALYZE syncctl.local_changes (see BatchWriter's analyzedAt): when it was taken. Without the
- * privilege (the owner's, or MAINTAIN) Postgres skips it with a warning; plans then stay the
- * server's business.
- */
-async function analyzeLocalChanges(session: Connection): Promise<number> {
-  const at = Date.now();
-  await session.query('ANALYZE syncctl.local_changes').catch(() => {});
-  return at;
 }
