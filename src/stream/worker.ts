@@ -334,7 +334,16 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
       while (unflushed.length > 0 && unflushed[0]!.target <= flushed) upTo = unflushed.shift()!.source;
       if (upTo !== undefined) stream!.confirm(upTo);
     };
-    const flushTimer = setInterval(() => void confirmDurable().catch(() => {}), 200);
+    // Between commits, the target's flush position is asked for on the primary session now and
+    // then. Not while a commit is in flight (it confirms what the target flushed when it is done),
+    // nor while the last ask is unanswered: behind a long batch statement each tick would queue
+    // one more query on the session.
+    let asking = false;
+    const flushTimer = setInterval(() => {
+      if (asking || committing > 0 || unflushed.length === 0) return;
+      asking = true;
+      confirmDurable().catch(() => {}).finally(() => { asking = false; });
+    }, 200);
     stopFlushTimer = () => clearInterval(flushTimer);
     // The commit in flight (at most one), and the first commit that failed: nothing commits after it.
     let inflight: Promise<void> = Promise.resolve();
