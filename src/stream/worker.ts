@@ -340,7 +340,7 @@ async function runSession(options: WorkerOptions, asText: ReadonlySet<string>, p
     // one more query on the session.
     let asking = false;
     const flushTimer = setInterval(() => {
-      if (asking || committing > 0 || unflushed.length === 0) return;
+      if (asking || committing > 0) return;
       asking = true;
       confirmDurable().catch(() => {}).finally(() => { asking = false; });
     }, 200);
